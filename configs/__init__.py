@@ -1,0 +1,192 @@
+"""Configuration: one pydantic model per section, loaded from YAML with errors that name file and field.
+
+Precedence, written down once: command-line flags > the YAML file > the defaults below. Relative paths in a
+file are relative to that file, so a config works the same from cron as from the shell.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transforms import model_registry
+
+DEFAULT_CONFIG = Path(__file__).parent / "example.yaml"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Regex = Annotated[str, Field(description="a Python regular expression")]
+
+
+class SourceConfig(Section):
+    """One site to crawl."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$", description="short id used in state and manifests")
+    start_urls: list[str] = Field(min_length=1, description="absolute http(s) URLs the crawl starts from")
+    allowed_domains: list[str] = Field(
+        default_factory=list, description="hosts links may lead to; default: the hosts of start_urls"
+    )
+    include: list[Regex] = Field(default_factory=list, description="follow only URLs matching one of these")
+    exclude: list[Regex] = Field(default_factory=list, description="never follow URLs matching one of these")
+    content_selector: str | None = Field(None, description="CSS selector of the main content; default: automatic")
+    category: str | None = Field(None, description="category of every page; default: the breadcrumb, else URL path")
+    max_pages: int = Field(500, ge=1, description="stop after this many pages")
+    obey_robots: bool = Field(True, description="obey robots.txt")
+    serve_dir: Path | None = Field(
+        None,
+        description="crawl a folder of HTML files (an offline export of the site) by serving it on 127.0.0.1 "
+        "for the duration of the crawl; URLs keep the hosts of start_urls",
+    )
+
+    @field_validator("start_urls")
+    @classmethod
+    def _absolute_http(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{url!r} is not an absolute http(s) URL")
+        return urls
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
+        return patterns
+
+    @property
+    def domains(self) -> list[str]:
+        return self.allowed_domains or sorted({urlsplit(u).hostname or "" for u in self.start_urls})
+
+
+TEMPLATE_FIELDS = {"title", "category", "section", "url"}
+
+
+def _check_placeholders(template: str) -> str:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"{template!r}: {exc}") from None
+    unknown = sorted(names - TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}} in {template!r}; use {', '.join('{%s}' % f for f in sorted(TEMPLATE_FIELDS))}"
+        )
+    return template
+
+
+class DatasetConfig(Section):
+    """How documents become chat examples."""
+
+    name: str = Field("guide", pattern=r"^[A-Za-z0-9][\w.-]*$", description="dataset folder name")
+    system_prompt: str = Field("Category: {category}", description="system message; may use {title}, {category}")
+    user_templates: list[str] = Field(
+        default_factory=lambda: ["{title} 관련 내용을 알려줘."],
+        min_length=1,
+        description="user questions; may use {title}, {category}",
+    )
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of documents held out for test")
+    seed: int = Field(0, description="changes which documents land in test")
+    max_tokens_per_example: int | None = Field(
+        None, ge=64, description="token budget per example; default and upper bound: the model's limit"
+    )
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _system_placeholders(cls, template: str) -> str:
+        return _check_placeholders(template)
+
+    @field_validator("user_templates")
+    @classmethod
+    def _user_placeholders(cls, templates: list[str]) -> list[str]:
+        return [_check_placeholders(t) for t in templates]
+
+
+class Config(Section):
+    output_dir: Path = Field(Path("output"), description="where state and datasets are written")
+    model: str = Field(model_registry.DEFAULT_MODEL, description="model to fine-tune")
+    price_per_1m_tokens: float | None = Field(
+        None, gt=0, description="training price in USD per 1M tokens; default: the registry's"
+    )
+    sources: list[SourceConfig] = Field(min_length=1)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        model_registry.lookup(name)
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        limit = model_registry.lookup(self.model).max_tokens_per_example
+        wanted = self.dataset.max_tokens_per_example
+        if wanted is not None and wanted > limit:
+            raise ValueError(f"dataset.max_tokens_per_example {wanted} exceeds {self.model}'s limit of {limit}")
+        return self
+
+    @property
+    def token_limit(self) -> int:
+        return self.dataset.max_tokens_per_example or model_registry.lookup(self.model).max_tokens_per_example
+
+
+def _rebase(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths in the file relative to the file."""
+    if isinstance(raw.get("output_dir"), str):
+        raw["output_dir"] = str((base / raw["output_dir"]).resolve())
+    for source in raw.get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("serve_dir"), str):
+            source["serve_dir"] = str((base / source["serve_dir"]).resolve())
+    return raw
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against README's config reference)"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG, **overrides: Any) -> Config:
+    """Read, rebase and validate a YAML config; `overrides` are top-level keys from the command line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass --config PATH (see configs/example.yaml)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: cannot read YAML: {detail}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    raw = _rebase(raw, path.resolve().parent)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    except model_registry.ModelError as exc:
+        raise ConfigError(f"{path}: model: {exc}") from None

@@ -1,0 +1,163 @@
+"""crawl2tune command line: crawl documentation sites, build reviewed fine-tuning datasets, validate files.
+
+This is the one place where errors become a one-line message and exit code 1; everything below raises
+typed exceptions. Secrets are masked in everything printed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from configs import DEFAULT_CONFIG, Config, ConfigError, load_config
+from crawlers.crawl import CrawlError, SourceReport, crawl
+from transforms import model_registry
+from transforms.build import BuildError, BuildResult, build
+from transforms.tokens import EncodingFileError, TokenCounter
+from transforms.validate import CATEGORIES, Report, validate_file
+
+EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError)
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
+
+
+def redact(text: str) -> str:
+    """Mask API keys: the configured one wherever it appears, and anything shaped like an OpenAI key."""
+    for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub(r"\1***", text)
+
+
+def say(text: str = "") -> None:
+    print(redact(text), flush=True)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def print_crawl(reports: list[SourceReport]) -> None:
+    for r in reports:
+        counts = r.counts
+        fetched = sum(r.pages_by_status.values())
+        say(
+            f"crawled {r.name}: {fetched} responses, {r.bytes_downloaded:,} bytes, "
+            f"new {counts.get('new', 0)} · changed {counts.get('changed', 0)} · "
+            f"unchanged {counts.get('unchanged', 0)} · removed {counts.get('removed', 0)}"
+            + (f" (stopped: {r.finish_reason})" if r.finish_reason != "finished" else "")
+        )
+        if r.dropped:
+            say("  not used: " + ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()))
+
+
+def print_build(result: BuildResult) -> None:
+    m = result.manifest
+    c, t = m["counts"], m["tokens"]
+    state = "unchanged, latest stays" if result.unchanged else "built"
+    say(f"{state} {m['dataset']} {m['version']}: {c['documents']} documents → {c['examples']} examples "
+        f"(train {c['train']}, test {c['test']})")
+    say(f"  tokens {t['total']:,} (max {t['max_example']:,} per example, limit {t['limit']:,}); "
+        f"{m['n_epochs']} epochs; estimated training cost ${m['estimated_cost_usd']:.2f} for {m['model']}")
+    if c["dropped"]:
+        say("  dropped: " + ", ".join(f"{reason} {n}" for reason, n in c["dropped"].items()))
+    for warning in result.warnings:
+        say(f"  warning: {warning}")
+    say(f"  files: {_relative(result.version_dir)}/ (train.jsonl, test.jsonl, manifest.json, …)")
+
+
+def print_report(path: Path, report: Report, spec: model_registry.ModelSpec) -> None:
+    say(f"{path}: {report.examples} examples, {sum(report.errors.values())} errors "
+        f"({spec.name}, limit {report.limit:,} tokens per example)")
+    for category, n in sorted(report.errors.items()):
+        lines = ", ".join(str(line) for line in report.first_lines[category] if line)
+        where = f"  lines {lines}" if lines else ""
+        say(f"  {category:<34} {n:>6}{where}  — {CATEGORIES[category]}")
+    s = report.token_stats()
+    say(f"tokens: total {s['total']:,} · min {s['min']:,} · max {s['max']:,} · mean {s['mean']:,} · "
+        f"median {s['median']:,}")
+    say(f"epochs {report.n_epochs} · billed tokens {report.billed_tokens:,} · "
+        f"estimated cost ${report.estimated_cost_usd:.2f}")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    print_crawl(crawl(_config(args)))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    print_build(build(_config(args)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print_crawl(crawl(config))
+    print_build(build(config))
+    say(f"upload skipped: fine-tuning is launched by `python pipeline.py finetune --config {args.config}`")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file; pass the JSONL file to check")
+    model = args.model or (load_config(args.config).model if Path(args.config).exists() else None)
+    spec, warnings = model_registry.check(model or model_registry.DEFAULT_MODEL)
+    report = validate_file(path, spec, TokenCounter(spec.encoding))
+    if args.json:
+        say(json.dumps({"file": str(path), "model": spec.name, **report.as_dict(), "warnings": warnings},
+                       ensure_ascii=False))
+    else:
+        print_report(path, report, spec)
+        for warning in warnings:
+            say(f"warning: {warning}")
+    return 0 if report.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("run", cmd_run, "crawl every source, then build a new dataset version")
+    command("crawl", cmd_crawl, "crawl every source into the state under output_dir")
+    command("build", cmd_build, "turn the stored documents into a new dataset version")
+    v = command("validate", cmd_validate, "check a chat JSONL file as the fine-tuning API will")
+    v.add_argument("file", help="the .jsonl file to check")
+    v.add_argument("--model", help="model whose format and limits apply (default: the config's)")
+    v.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EXPECTED_ERRORS as exc:
+        print(redact(f"error: {exc}"), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was kept; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The fine-tunable models we know: encoding, per-example token limit, training price, format, shutdown date.
+
+One table, one lookup. `resolve()` refuses a retired model with its date and returns warnings for a model
+that retires soon and for OpenAI's end of new fine-tuning jobs, so every command speaks with one voice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+NEW_JOBS_END = date(2027, 1, 6)  # OpenAI accepts no new fine-tuning jobs from this day on
+WARN_DAYS = 60
+DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+
+Format = Literal["chat", "prompt_completion"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    encoding: str
+    max_tokens_per_example: int
+    price_per_1m_training_tokens: float  # USD, OpenAI's published training price
+    format: Format
+    shutdown: date | None
+
+
+_RETIRED_2026 = date(2026, 10, 23)
+_GPT4O_GPT41_SHUTDOWN = date(2027, 1, 14)
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("gpt-4o-mini-2024-07-18", "o200k_base", 65_536, 3.00, "chat", _GPT4O_GPT41_SHUTDOWN),
+        ModelSpec("gpt-4o-2024-08-06", "o200k_base", 65_536, 25.00, "chat", _GPT4O_GPT41_SHUTDOWN),
+        ModelSpec("gpt-4.1-2025-04-14", "o200k_base", 65_536, 25.00, "chat", _GPT4O_GPT41_SHUTDOWN),
+        ModelSpec("gpt-4.1-mini-2025-04-14", "o200k_base", 65_536, 5.00, "chat", _GPT4O_GPT41_SHUTDOWN),
+        ModelSpec("gpt-4.1-nano-2025-04-14", "o200k_base", 65_536, 1.50, "chat", _RETIRED_2026),
+        ModelSpec("gpt-3.5-turbo-0125", "cl100k_base", 16_385, 8.00, "chat", _RETIRED_2026),
+        ModelSpec("gpt-3.5-turbo-1106", "cl100k_base", 16_385, 8.00, "chat", _RETIRED_2026),
+        ModelSpec("gpt-3.5-turbo-0613", "cl100k_base", 4_096, 8.00, "chat", _RETIRED_2026),
+        ModelSpec("gpt-4-0613", "cl100k_base", 8_192, 90.00, "chat", _RETIRED_2026),
+        ModelSpec("babbage-002", "cl100k_base", 16_384, 0.40, "prompt_completion", None),
+        ModelSpec("davinci-002", "cl100k_base", 16_384, 6.00, "prompt_completion", None),
+    )
+}
+
+ALIASES = {
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
+    "gpt-4": "gpt-4-0613",
+}
+
+_FINE_TUNED = re.compile(r"^ft:(?P<base>[^:]+):")
+
+
+class ModelError(ValueError):
+    """The model is unknown or can no longer be fine-tuned."""
+
+
+def today() -> date:
+    """The clock the registry judges dates by (tests replace it)."""
+    return date.today()
+
+
+def lookup(name: str) -> ModelSpec:
+    """The spec for a model name, alias or `ft:<base>:…` fine-tune (which inherits its base's spec)."""
+    match = _FINE_TUNED.match(name)
+    base = match.group("base") if match else name
+    base = ALIASES.get(base, base)
+    spec = MODELS.get(base)
+    if spec is None:
+        raise ModelError(
+            f"unknown model {name!r}; use one of: {', '.join(sorted(MODELS))} (or an ft:<base>:… model)"
+        )
+    return spec
+
+
+def check(name: str, *, on: date | None = None) -> tuple[ModelSpec, list[str]]:
+    """Spec and warnings for fine-tuning `name` on a date; raises ModelError for a retired model."""
+    on = on or today()
+    spec = lookup(name)
+    if spec.shutdown and spec.shutdown <= on:
+        alive = [m.name for m in MODELS.values() if not m.shutdown or m.shutdown > on]
+        advice = f"choose one of: {', '.join(alive)}" if alive else "use a non-OpenAI backend"
+        raise ModelError(f"model {spec.name} was retired on {spec.shutdown.isoformat()}; {advice}")
+    warnings = []
+    if spec.shutdown and (spec.shutdown - on).days <= WARN_DAYS:
+        warnings.append(
+            f"model {spec.name} retires on {spec.shutdown.isoformat()} "
+            f"({(spec.shutdown - on).days} days left); plan a move to another model or backend"
+        )
+    if on >= NEW_JOBS_END:
+        warnings.append(
+            f"OpenAI accepts no new fine-tuning jobs since {NEW_JOBS_END.isoformat()}; "
+            "build datasets for another backend"
+        )
+    elif (NEW_JOBS_END - on).days <= WARN_DAYS:
+        warnings.append(
+            f"OpenAI accepts no new fine-tuning jobs from {NEW_JOBS_END.isoformat()} "
+            f"({(NEW_JOBS_END - on).days} days left)"
+        )
+    return spec, warnings

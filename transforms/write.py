@@ -1,0 +1,146 @@
+"""Write a dataset version atomically: everything goes to a hidden temp folder renamed into place at the end.
+
+Layout: `<datasets>/<name>/v0001/` with train.jsonl, test.jsonl (only keys the API accepts), metadata.jsonl
+(the per-example sidecar), documents.jsonl, dropped.jsonl and manifest.json; `latest` is a symlink to the
+newest version. An interrupted build leaves only a `.building-*` folder behind, never a half version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import orjson
+
+from crawlers.document import Document
+from transforms.example import Example
+from transforms.stage import Dropped
+
+SPLITS = ("train", "test")
+DATA_FILES = ("train.jsonl", "test.jsonl", "metadata.jsonl", "documents.jsonl", "dropped.jsonl")
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+def jsonl(obj: Any) -> bytes:
+    """One JSON line: UTF-8 with real characters, no \\uXXXX escapes."""
+    return orjson.dumps(obj) + b"\n"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def versions(root: Path) -> list[Path]:
+    found = [p for p in root.glob("v*") if p.is_dir() and _VERSION.match(p.name)]
+    return sorted(found, key=lambda p: int(p.name[1:]))
+
+
+def resolve_version(root: Path, which: str = "latest") -> Path | None:
+    """A version folder by name ('v0003'), 'latest', or a path; None when there is none."""
+    if which == "latest":
+        link = root / "latest"
+        return (root / os.readlink(link)) if link.is_symlink() else (versions(root) or [None])[-1]
+    path = Path(which)
+    if path.is_dir():
+        return path
+    return root / which if (root / which).is_dir() else None
+
+
+class DatasetWriter:
+    """Collects one version's files in a temp folder; `commit` publishes it, leaving the context discards it."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.root))
+        self.files: dict[str, BinaryIO] = {name: open(self.tmp / name, "wb") for name in DATA_FILES}
+        self.tokens: dict[str, list[int]] = {split: [] for split in SPLITS}
+        self.documents = 0
+        self.committed: Path | None = None
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+        if self.committed is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def tap_documents(self, documents: Iterable[Document]) -> Iterator[Document]:
+        """Pass documents through, writing each to documents.jsonl on the way."""
+        out = self.files["documents.jsonl"]
+        for doc in documents:
+            out.write(jsonl({"url": doc.url, "title": doc.title, "category": doc.category, "text": doc.text,
+                             "content_hash": doc.content_hash, "fetched_at": doc.fetched_at,
+                             "source": doc.source, "language": doc.language, "document_id": doc.id}))
+            self.documents += 1
+            yield doc
+
+    def add(self, example: Example) -> None:
+        assert example.split in SPLITS
+        tokens = self.tokens[example.split]
+        self.files[f"{example.split}.jsonl"].write(jsonl(example.record()))
+        self.files["metadata.jsonl"].write(jsonl({**example.metadata(), "line": len(tokens) + 1}))
+        tokens.append(example.tokens)
+
+    def dropped(self, drop: Dropped) -> None:
+        record = drop.record
+        ident = {"example_id": record.example_id} if isinstance(record, Example) else {}
+        self.files["dropped.jsonl"].write(jsonl({
+            "stage": drop.stage, "reason": drop.reason, "detail": drop.detail,
+            "url": getattr(record, "url", None), **ident,
+        }))
+
+    def file_hashes(self) -> dict[str, str]:
+        for f in self.files.values():
+            f.flush()
+        return {name: sha256_file(self.tmp / name) for name in DATA_FILES}
+
+    def same_as(self, version: Path | None, hashes: dict[str, str], config_hash: str) -> bool:
+        if version is None or not (version / "manifest.json").exists():
+            return False
+        old = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+        return old.get("files") == hashes and old.get("config_hash") == config_hash
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        """Write the manifest and rename the temp folder to the next version; point `latest` at it."""
+        self._close()
+        existing = versions(self.root)
+        number = int(existing[-1].name[1:]) + 1 if existing else 1
+        while True:
+            target = self.root / f"v{number:04d}"
+            manifest["version"] = target.name
+            write_json_atomic(self.tmp / "manifest.json", manifest)
+            try:
+                os.rename(self.tmp, target)  # atomic; fails if a concurrent build took the number
+                break
+            except OSError:
+                if not target.exists():
+                    raise
+                number += 1
+        self.committed = target
+        link = self.root / f".latest.{os.getpid()}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.name)
+        os.replace(link, self.root / "latest")
+        return target
