@@ -46,7 +46,6 @@ class SiteSpider(scrapy.Spider):
         self.links = LinkExtractor(
             allow=source.include or (),
             deny=source.exclude or (),
-            allow_domains=source.domains,
             unique=True,
         )
 
