@@ -118,6 +118,12 @@ class DatasetConfig(Section):
         return [_check_placeholders(t) for t in templates]
 
 
+class FinetuneConfig(Section):
+    """How a dataset version becomes a fine-tuning job."""
+
+    require_approval: bool = Field(False, description="refuse to fine-tune a version not marked with `approve`")
+
+
 class Config(Section):
     output_dir: Path = Field(Path("output"), description="where state and datasets are written")
     model: str = Field(model_registry.DEFAULT_MODEL, description="model to fine-tune")
@@ -126,6 +132,7 @@ class Config(Section):
     )
     sources: list[SourceConfig] = Field(min_length=1)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
     @field_validator("model")
     @classmethod
