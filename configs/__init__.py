@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -118,10 +118,87 @@ class DatasetConfig(Section):
         return [_check_placeholders(t) for t in templates]
 
 
+Auto = Literal["auto"]
+
+
+class WandbConfig(Section):
+    """Weights & Biases run the platform reports a job's metrics to (the W&B key is set up in the platform)."""
+
+    project: str = Field(min_length=1, description="W&B project the run is created under")
+    name: str | None = Field(None, description="run display name; default: the job id")
+    entity: str | None = Field(None, description="W&B team or user; default: the key's default entity")
+    tags: list[str] = Field(default_factory=list, description="tags attached to the run")
+
+
+class EvaluationConfig(Section):
+    """How `evaluate` asks the base and the tuned model the test questions."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature; 0 compares most fairly")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    max_tokens: int | None = Field(None, ge=1, description="cap on each answer's tokens; default: no cap")
+    max_examples: int | None = Field(None, ge=1, description="ask only the first N test examples; default: all")
+
+
 class FinetuneConfig(Section):
-    """How a dataset version becomes a fine-tuning job."""
+    """How a dataset version becomes a fine-tuning job, and where the fine-tuning API is.
+
+    `base_url`, `organization` and `project` are overridden by OPENAI_BASE_URL, OPENAI_ORG_ID and
+    OPENAI_PROJECT_ID when those are set (CLI > env > file > default). The API key is read only from the
+    environment (OPENAI_API_KEY; for Azure AZURE_OPENAI_API_KEY, else OPENAI_API_KEY), never from a file.
+    """
 
     require_approval: bool = Field(False, description="refuse to fine-tune a version not marked with `approve`")
+    provider: Literal["openai", "azure"] = Field(
+        "openai", description="fine-tuning API: openai (or any OpenAI-compatible base_url) or azure (Azure OpenAI)"
+    )
+    base_url: str | None = Field(
+        None, description="API base URL (azure: the resource endpoint); default: the provider's"
+    )
+    organization: str | None = Field(None, description="OpenAI organization id sent with every request")
+    project: str | None = Field(None, description="OpenAI project id sent with every request")
+    api_version: str | None = Field(None, description="Azure OpenAI API version; default: $OPENAI_API_VERSION")
+    n_epochs: Auto | Annotated[int, Field(strict=True, ge=1, le=50)] = Field(
+        "auto", description="epochs: auto or 1-50"
+    )
+    batch_size: Auto | Annotated[int, Field(strict=True, ge=1, le=256)] = Field(
+        "auto", description="batch size: auto or 1-256"
+    )
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0)] = Field(
+        "auto", description="learning rate multiplier: auto or a number > 0"
+    )
+    suffix: str | None = Field(
+        None, description="added to the fine-tuned model's name: 1-64 letters, digits, '.', '_' or '-'"
+    )
+    seed: int | None = Field(None, ge=0, le=2_147_483_647, description="job seed for reproducibility; default: random")
+    wandb: WandbConfig | None = Field(None, description="report the job's metrics to Weights & Biases")
+    poll_interval: float = Field(10.0, ge=0, description="seconds between status checks while waiting")
+    timeout: float = Field(60.0, gt=0, description="seconds before one API request times out")
+    max_retries: int = Field(2, ge=0, le=10, description="retries of a request after 429, 5xx or a timeout")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("n_epochs", "batch_size", "learning_rate_multiplier", mode="before")
+    @classmethod
+    def _auto_or_in_range(cls, value: Any, info: Any) -> Any:
+        if value == "auto":
+            return value
+        if info.field_name == "learning_rate_multiplier":
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return value
+            raise ValueError(f"expected 'auto' or a number > 0, got {value!r}")
+        high = 50 if info.field_name == "n_epochs" else 256
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high:
+            return value
+        raise ValueError(f"expected 'auto' or an integer from 1 to {high}, got {value!r}")
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_fits_model_name(cls, suffix: str | None) -> str | None:
+        if suffix is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", suffix):
+            raise ValueError(
+                f"{suffix!r} must be 1-64 characters of letters, digits, '.', '_' or '-' (it becomes part of the "
+                "model name)"
+            )
+        return suffix
 
 
 class Config(Section):
