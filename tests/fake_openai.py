@@ -1,7 +1,7 @@
 """A local fake of the OpenAI files, uploads, fine-tuning, models and chat-completions API.
 
 Tests point the real ``openai`` SDK at it (``base_url=fake.base_url``); request bodies are validated
-with jsonschema against the schemas in ``/work/shared/openai-api`` plus the platform rules in its README.
+with jsonschema against the schemas in ``../shared/openai-api`` (beside the repository) plus the platform rules in its README.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
-SPEC_PATH = Path(os.environ.get("CRAWL2TUNE_OPENAI_SPEC",
-                                "/work/shared/openai-api/openai-openapi-finetuning-extract.yaml"))
+# The schema lives in ../shared beside the repository (read-only, never copied in).
+SPEC_PATH = Path(os.environ.get(
+    "CRAWL2TUNE_OPENAI_SPEC",
+    Path(__file__).resolve().parents[2] / "shared" / "openai-api" / "openai-openapi-finetuning-extract.yaml",
+))
 
 MB = 1024 * 1024
 GB = 1024 * MB
