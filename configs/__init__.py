@@ -91,20 +91,102 @@ def _check_placeholders(template: str) -> str:
     return template
 
 
+PII_KINDS = ("email", "phone", "rrn", "card", "ip")
+DEFAULT_BOILERPLATE = [
+    r"(?i)^\s*(copyright\b|©|\(c\)\s*\d{4}).*$",
+    r"(?i)^.*all rights reserved.*$",
+    r"(?i)^\s*(목차|table of contents|이전 ?글?|다음 ?글?|previous|next|top|맨 ?위로|home|홈|로그인|log ?in|sign ?in"
+    r"|검색|search|menu|메뉴|print|인쇄|share|공유|skip to content|본문 바로가기)\s*[:>|»·-]*\s*$",
+]
+
+
+class FiltersConfig(Section):
+    """Quality filters: what is too thin, too generic or in the wrong language to teach the model anything."""
+
+    min_assistant_tokens: int = Field(8, ge=0, description="drop examples whose answers have fewer tokens")
+    drop_boilerplate: bool = Field(
+        True, description="drop examples whose answer is only headings, links and boilerplate lines"
+    )
+    boilerplate_patterns: list[Regex] = Field(
+        default_factory=lambda: list(DEFAULT_BOILERPLATE),
+        description="regexes matching one whole boilerplate line (navigation, copyright, …)",
+    )
+    languages: list[str] = Field(
+        default_factory=list,
+        description="keep only documents in these languages (ISO 639-1, e.g. [ko, en]); empty: all",
+    )
+
+    @field_validator("boilerplate_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
+        return patterns
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            if not re.fullmatch(r"[A-Za-z]{2,3}", code):
+                raise ValueError(f"{code!r} is not a language code; use ISO 639-1 codes such as ko, en")
+        return [c.lower() for c in codes]
+
+
+class DedupConfig(Section):
+    """Duplicates are removed before the split, so no answer is both trained on and tested."""
+
+    exact: bool = Field(True, description="drop examples whose normalised answer equals a kept one")
+    near_threshold: float | None = Field(
+        0.85, gt=0.0, le=1.0,
+        description="drop examples whose answer's estimated Jaccard similarity (MinHash over character "
+        "shingles) to a kept one is at least this; null: no near-duplicate pass",
+    )
+    shingle_chars: int = Field(5, ge=1, le=32, description="characters per shingle (works for Korean)")
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations: more is exacter and slower")
+
+
 class DatasetConfig(Section):
     """How documents become chat examples."""
 
     name: str = Field("guide", pattern=r"^[A-Za-z0-9][\w.-]*$", description="dataset folder name")
-    system_prompt: str = Field("Category: {category}", description="system message; may use {title}, {category}")
+    system_prompt: str = Field(
+        "Category: {category}", description="system message; may use {title}, {category}, {section}, {url}"
+    )
     user_templates: list[str] = Field(
         default_factory=lambda: ["{title} 관련 내용을 알려줘."],
         min_length=1,
-        description="user questions; may use {title}, {category}",
+        description="user questions; may use {title}, {category}, {section}, {url}",
     )
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of documents held out for test")
     seed: int = Field(0, description="changes which documents land in test")
     max_tokens_per_example: int | None = Field(
         None, ge=64, description="token budget per example; default and upper bound: the model's limit"
+    )
+    granularity: Literal["document", "section"] = Field(
+        "document", description="document: one answer per page (split only to fit); section: one per ##/### section"
+    )
+    questions_per_document: int = Field(
+        1, ge=1, description="examples per page (or section), each with another of user_templates, picked stably"
+    )
+    turns_per_example: int = Field(
+        1, ge=1, le=50, description="consecutive sections of a page asked in one multi-turn conversation"
+    )
+    train_on: Literal["all", "last"] = Field(
+        "all", description="all: every assistant turn is trained; last: earlier turns carry weight 0"
+    )
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    pii: Literal["redact", "drop", "off"] = Field(
+        "redact", description="redact: typed placeholders; drop: drop examples with PII; off: keep as crawled"
+    )
+    pii_kinds: list[Literal["email", "phone", "rrn", "card", "ip"]] = Field(
+        default_factory=lambda: list(PII_KINDS), description="kinds of personal data looked for"
+    )
+    stratify: Literal["none", "category"] = Field(
+        "none", description="category: each category gets its share of test documents (assignments are kept)"
     )
 
     @field_validator("system_prompt")

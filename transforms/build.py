@@ -1,7 +1,10 @@
-"""`build`: stored documents → examples → dedup → split → checked → a new dataset version with its manifest.
+"""`build`: stored documents → examples → reviewed, filtered, deduplicated, split, checked → a new dataset
+version with its manifest, report.html and review.csv.
 
-Streams from the SQLite state to the files: memory does not grow with the number of documents beyond
-the small per-example bookkeeping (token counts, dedup keys).
+The stages, in order: (documents) PII redaction, language filter; (examples) compose, quality filters,
+review decisions, PII drop, dedup, split, format check. Streams from the SQLite state to the files: memory
+does not grow with the number of documents beyond a few bytes of bookkeeping per example (token counts,
+dedup keys in numpy arrays); the report's diff is joined in a temporary SQLite file.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from configs import Config
 from crawlers.store import PageStore, state_path
 from transforms import estimate, model_registry
 from transforms.compose import ComposeExamples
-from transforms.dedup import ExactDedup
+from transforms.dedup import Dedup
 from transforms.example import Example
-from transforms.split import AssignSplit
+from transforms.filters import LanguageFilter, QualityFilter
+from transforms.formats import Format
+from transforms.pii import DropPII, PiiScanner, RedactPII
+from transforms.report import ReportCollector, render
+from transforms.review import ApplyDecisions, ReviewSheet, open_state, stored_decisions
+from transforms.split import AssignSplit, StratifiedSplit
 from transforms.stage import Stage, StageLog, run_stages
-from transforms.tokens import TokenCounter
-from transforms.validate import MIN_EXAMPLES, check_chat
+from transforms.tokens import TokenCounter, count_messages
+from transforms.validate import MIN_EXAMPLES, check_example
 from transforms.write import DatasetWriter, resolve_version
 
 
@@ -36,9 +44,12 @@ class CheckFormat(Stage):
 
     name = "format"
 
+    def __init__(self, fmt: Format = "chat"):
+        self.fmt = fmt
+
     def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
         for example in examples:
-            errors = check_chat(example.record())
+            errors = check_example(example.record(self.fmt), self.fmt)
             if errors:
                 log.drop(example, "invalid_format", ", ".join(sorted(errors)))
             else:
@@ -61,6 +72,21 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(config.model_dump_json().encode("utf-8")).hexdigest()
 
 
+def _recounter(counter: TokenCounter, fmt: Format):
+    """Exact (tokens, assistant tokens) of a reviewer-edited conversation; only edited examples pay for it."""
+    from transforms.formats import record
+
+    def recount(messages: list[dict[str, Any]]) -> tuple[int, int]:
+        if fmt == "prompt_completion":
+            line = record(messages, fmt)
+            prompt, completion = counter.texts([line["prompt"], line["completion"]])
+            return prompt + completion, completion
+        answers = [m["content"] for m in messages if m["role"] == "assistant"]
+        return count_messages(counter.encoding, messages), sum(counter.texts(answers))
+
+    return recount
+
+
 def build(config: Config) -> BuildResult:
     """Build a new dataset version from the crawl state (or report that it equals the latest one)."""
     spec, warnings = model_registry.check(config.model)
@@ -69,69 +95,133 @@ def build(config: Config) -> BuildResult:
         raise BuildError(f"no crawl state at {state}; run `python pipeline.py crawl` with this config first")
     counter = TokenCounter(spec.encoding)
     ds = config.dataset
-    stages: list[Stage] = [
-        ComposeExamples(counter, ds.system_prompt, ds.user_templates, config.token_limit),
-        ExactDedup(),
-        AssignSplit(ds.test_fraction, ds.seed),
-        CheckFormat(),
+    fmt: Format = spec.format
+    try:
+        compose = ComposeExamples(counter, ds.system_prompt, ds.user_templates, config.token_limit,
+                                  granularity=ds.granularity, questions=ds.questions_per_document,
+                                  turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt)
+    except ValueError as exc:
+        raise BuildError(f"dataset: {exc} ({spec.name} takes {fmt} examples)") from None
+
+    scanner = PiiScanner(ds.pii_kinds)
+    pii = RedactPII(scanner) if ds.pii == "redact" else DropPII(scanner) if ds.pii == "drop" else None
+    document_stages: list[Stage] = []
+    if isinstance(pii, RedactPII):
+        document_stages.append(pii)
+    if ds.filters.languages:
+        document_stages.append(LanguageFilter(ds.filters.languages))
+
+    decisions = stored_decisions(state, ds.name)
+    review = ApplyDecisions(decisions, _recounter(counter, fmt),
+                            redact=(lambda text: scanner.redact(text)[0]) if ds.pii == "redact" else None)
+    dedup = Dedup(ds.dedup.exact, ds.dedup.near_threshold, ds.dedup.shingle_chars, ds.dedup.num_perm)
+    split_db = open_state(state) if ds.stratify == "category" else None
+    example_stages: list[Stage] = [
+        compose,
+        QualityFilter(ds.filters.min_assistant_tokens,
+                      ds.filters.boilerplate_patterns if ds.filters.drop_boilerplate else None),
+        review,
     ]
+    if isinstance(pii, DropPII):
+        example_stages.append(pii)
+    example_stages += [
+        dedup,
+        StratifiedSplit(split_db, ds.name, ds.test_fraction, ds.seed) if split_db else AssignSplit(
+            ds.test_fraction, ds.seed),
+        CheckFormat(fmt),
+    ]
+
     root = datasets_root(config)
-    with PageStore(state) as store, DatasetWriter(root) as out:
-        examples, logs = run_stages(out.tap_documents(store.documents()), stages, on_drop=out.dropped)
-        for example in examples:
-            out.add(example)
-        if out.documents == 0:
-            raise BuildError(f"the crawl state {state} holds no documents; run `python pipeline.py crawl` first")
-        n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
-        if n_train < MIN_EXAMPLES:
-            raise BuildError(
-                f"the train split would hold {n_train} examples, fewer than the {MIN_EXAMPLES} OpenAI requires; "
-                "crawl more pages, add user_templates, or lower dataset.test_fraction"
-            )
-        if n_test == 0 and ds.test_fraction > 0:
-            warnings.append("the test split is empty; raise dataset.test_fraction or crawl more pages")
-        n_epochs = estimate.default_epochs(n_train)
-        billed = estimate.billed_tokens(out.tokens["train"], config.token_limit, n_epochs)
-        price = config.price_per_1m_tokens or spec.price_per_1m_training_tokens
-        hashes = out.file_hashes()
-        digest = config_hash(config)
-        latest = resolve_version(root)
-        if out.same_as(latest, hashes, digest):
-            manifest = _read_manifest(latest)
-            return BuildResult(latest, manifest, unchanged=True, warnings=warnings)
-        dropped: Counter = Counter()
-        for log in logs:
-            dropped.update(log.dropped)
-        all_tokens = out.tokens["train"] + out.tokens["test"]
-        manifest = {
-            "version": None,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "dataset": ds.name,
-            "model": spec.name,
-            "config_hash": digest,
-            "config": config.model_dump(mode="json"),
-            "counts": {
-                "documents": out.documents,
-                "examples": n_train + n_test,
-                "train": n_train,
-                "test": n_test,
-                "dropped": dict(sorted(dropped.items())),
-            },
-            "stages": {log.name: log.as_dict() for log in logs},
-            "tokens": {
-                "total": sum(all_tokens),
-                "train": sum(out.tokens["train"]),
-                "test": sum(out.tokens["test"]),
-                "max_example": max(all_tokens, default=0),
-                "limit": config.token_limit,
-            },
-            "n_epochs": n_epochs,
-            "billed_tokens": billed,
-            "estimated_cost_usd": estimate.cost_usd(billed, price),
-            "warnings": warnings,
-            "files": hashes,
-        }
-        version = out.commit(manifest)
+    collector = ReportCollector()
+    try:
+        with PageStore(state) as store, DatasetWriter(root, fmt) as out:
+            def on_drop(drop) -> None:
+                out.dropped(drop)
+                collector.dropped(drop)
+
+            documents, document_logs = run_stages(store.documents(), document_stages, on_drop=on_drop)
+            examples, example_logs = run_stages(out.tap_documents(documents), example_stages, on_drop=on_drop)
+            logs = document_logs + example_logs
+            sheet = ReviewSheet(out.tmp / "review.csv")
+            for example in examples:
+                collector.add(example, out.add(example))
+                sheet.add(example)
+            sheet.flush()
+            if out.documents == 0:
+                raise BuildError(f"the crawl state {state} holds no documents; run `python pipeline.py crawl` first")
+            n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
+            if n_train < MIN_EXAMPLES:
+                raise BuildError(
+                    f"the train split would hold {n_train} examples, fewer than the {MIN_EXAMPLES} OpenAI "
+                    "requires; crawl more pages, raise dataset.questions_per_document, use granularity: section, "
+                    "or lower dataset.test_fraction"
+                )
+            if n_test == 0 and ds.test_fraction > 0:
+                warnings.append("the test split is empty; raise dataset.test_fraction or crawl more pages")
+            if review.summary()["unmatched"]:
+                warnings.append(f"{review.summary()['unmatched']} stored review decisions matched no example of "
+                                "this build (their pages or sections are gone or were dropped earlier)")
+            n_epochs = estimate.default_epochs(n_train)
+            billed = estimate.billed_tokens(out.tokens["train"], config.token_limit, n_epochs)
+            price = config.price_per_1m_tokens or spec.price_per_1m_training_tokens
+            hashes = out.file_hashes()
+            digest = config_hash(config)
+            latest = resolve_version(root)
+            if out.same_as(latest, hashes, digest):
+                manifest = _read_manifest(latest)
+                return BuildResult(latest, manifest, unchanged=True, warnings=warnings)
+            dropped: Counter = Counter()
+            for log in logs:
+                dropped.update(log.dropped)
+            all_tokens = list(out.tokens["train"]) + list(out.tokens["test"])
+            manifest = {
+                "version": None,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "dataset": ds.name,
+                "model": spec.name,
+                "format": fmt,
+                "config_hash": digest,
+                "config": config.model_dump(mode="json"),
+                "counts": {
+                    "documents": out.documents,
+                    "examples": n_train + n_test,
+                    "train": n_train,
+                    "test": n_test,
+                    "dropped": dict(sorted(dropped.items())),
+                    "review": {k: review.summary()[k] for k in ("excluded", "edited")},
+                },
+                "stages": {log.name: log.as_dict() for log in logs},
+                "tokens": {
+                    "total": sum(all_tokens),
+                    "train": sum(out.tokens["train"]),
+                    "test": sum(out.tokens["test"]),
+                    "max_example": max(all_tokens, default=0),
+                    "limit": config.token_limit,
+                },
+                "n_epochs": n_epochs,
+                "billed_tokens": billed,
+                "estimated_cost_usd": estimate.cost_usd(billed, price),
+                "pii": pii.summary() if pii else {"mode": "off"},
+                "dedup": dedup.summary(),
+                "review": review.summary(),
+                "split": {"test_fraction": ds.test_fraction, "seed": ds.seed, "stratify": ds.stratify},
+                "warnings": warnings,
+                "crawl": store.latest_crawls([s.name for s in config.sources]),  # per source: statuses, drops, changes
+                "files": hashes,
+            }
+            del all_tokens
+            diff = collector.diff(latest)
+
+            def publish(folder: Path, manifest: dict[str, Any]) -> list[str]:
+                page = render(manifest, collector, out.tokens, diff)
+                (folder / "report.html").write_text(page, encoding="utf-8")
+                return ["report.html", "review.csv"]
+
+            version = out.commit(manifest, publish)
+    finally:
+        collector.close()
+        if split_db is not None:
+            split_db.close()
     return BuildResult(version, manifest, unchanged=False, warnings=warnings)
 
 

@@ -1,7 +1,9 @@
-"""Split a markdown page into pieces that each fit a token budget: by headings, then paragraphs, then sentences.
+"""Split a markdown page into pieces that each fit a token budget: by headings, then paragraphs, then lines of a
+list, then sentences; and cut a page into its ##/### sections for section-sized examples.
 
 Code blocks and tables are atomic: a split never cuts inside one. A piece is checked by an exact count before
-it is returned; a block that cannot fit even alone is reported, never cut blindly.
+it is returned; a block that cannot fit even alone is reported, never cut blindly. Lines and sentences are
+joined back with the newline or space they had, so a piece's text is a verbatim stretch of the page.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ Counter = Callable[[Sequence[str]], list[int]]
 _FENCE = re.compile(r"^(\s{0,3})(`{3,}|~{3,})")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?。…])\s+")
+_SECTION_LEVELS = (2, 3)
 SEPARATOR = "\n\n"
 
 
@@ -23,6 +26,7 @@ class Block:
     text: str
     kind: str  # heading | code | table | paragraph
     level: int = 0  # heading level, 0 for other blocks
+    glue: str = SEPARATOR  # what joins it to the block before it: a blank line, a newline (list lines), a space
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,18 @@ def heading_text(block: Block) -> str:
 
 
 def _sentences(block: Block) -> list[Block]:
-    return [Block(p, "paragraph") for p in _SENTENCE_END.split(block.text) if p.strip()]
+    return [Block(p, "paragraph", glue=" ") for p in _SENTENCE_END.split(block.text) if p.strip()]
+
+
+def _lines(block: Block) -> list[Block]:
+    return [Block(line, "paragraph", glue="\n") for line in block.text.split("\n") if line.strip()]
+
+
+def join(blocks: Sequence[Block]) -> str:
+    """The text of consecutive blocks, each joined by its own glue."""
+    if not blocks:
+        return ""
+    return blocks[0].text + "".join(b.glue + b.text for b in blocks[1:])
 
 
 class Chunker:
@@ -112,9 +127,12 @@ class Chunker:
             groups = _split_at(blocks, levels[0])
         elif len(blocks) > 1:
             groups = [[b] for b in blocks]
-        elif blocks[0].kind == "paragraph" and len(sentences := _sentences(blocks[0])) > 1:
-            sizes.update(zip(sentences, self.count([s.text for s in sentences])))
-            groups = [[s] for s in sentences]
+        elif blocks[0].kind == "paragraph" and (
+            len(parts := _lines(blocks[0])) > 1 or len(parts := _sentences(blocks[0])) > 1
+        ):
+            parts[0] = Block(parts[0].text, "paragraph", glue=blocks[0].glue)  # keeps the paragraph's own glue
+            sizes.update(zip(parts, self.count([p.text for p in parts])))
+            groups = [[p] for p in parts]
         else:
             too_big.append(blocks[0].text[:200])
             return []
@@ -132,7 +150,7 @@ class Chunker:
 
     def _verified(self, groups: list[list[Block]], too_big: list[str]) -> list[list[Block]]:
         """Exact count of each joined piece; one over budget (token merges at joins) sheds its last block."""
-        counts = self.count([SEPARATOR.join(b.text for b in g) for g in groups])
+        counts = self.count([join(g) for g in groups])
         verified: list[list[Block]] = []
         for group, n in zip(groups, counts):
             if n <= self.budget:
@@ -150,7 +168,7 @@ def _with_sections(groups: list[list[Block]]) -> list[Piece]:
     for group in groups:
         if group[0].kind == "heading" and group[0].level > 1:
             section = heading_text(group[0])
-        pieces.append(Piece(SEPARATOR.join(b.text for b in group), section))
+        pieces.append(Piece(join(group), section))
         for block in group:
             if block.kind == "heading" and block.level > 1:
                 section = heading_text(block)
@@ -164,3 +182,35 @@ def _split_at(blocks: list[Block], level: int) -> list[list[Block]]:
             groups.append([])
         groups[-1].append(block)
     return groups
+
+
+def sections(markdown: str) -> list[Piece]:
+    """The page cut at every ## and ### heading: the intro (section None) and one piece per section.
+
+    A ### section is named "parent > child" after the ## it sits in. A heading with no text of its own
+    before the next heading is kept as the first line of the section that follows, not made an example.
+    """
+    pieces: list[Piece] = []
+    current: list[Block] = []
+    name: str | None = None
+    parent: str | None = None
+
+    def has_text() -> bool:
+        return any(b.kind != "heading" for b in current)
+
+    for block in parse_blocks(markdown):
+        if block.kind == "heading" and block.level in _SECTION_LEVELS:
+            if has_text():
+                pieces.append(Piece(join(current), name))
+                current = []
+            current.append(block)
+            title = heading_text(block)
+            if block.level == _SECTION_LEVELS[0]:
+                parent, name = title, title
+            else:
+                name = f"{parent} > {title}" if parent else title
+        else:
+            current.append(block)
+    if has_text():
+        pieces.append(Piece(join(current), name))
+    return pieces

@@ -1,33 +1,212 @@
-"""Drop examples whose answer repeats one already kept (another URL serving the same page, copied pages)."""
+"""Drop examples whose answer repeats one already kept: exactly (normalised text) or nearly (MinHash + LSH).
+
+Runs before the split, so no answer is trained on and tested. Near-duplicates are found with MinHash over
+character shingles (no word segmentation, so Korean works), in its one-permutation form: each shingle is
+hashed once and the minimum is taken per bin, vectorised with numpy (datasketch's per-shingle hashing costs
+more than encoding the text), with LSH bands and rows chosen by datasketch's optimiser for the threshold.
+A candidate pair is confirmed on the full signatures before anything is dropped.
+
+Memory stays small per example (streaming builds of 100,000 pages): the keys live in sorted numpy arrays
+(about 12 bytes an entry), the signatures of kept answers in a temp file read back only for candidates.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
+import tempfile
 import unicodedata
+from array import array
 from typing import Iterable, Iterator
+
+import numpy as np
 
 from transforms.example import Example
 from transforms.stage import Stage, StageLog
 
 _SPACE = re.compile(r"\s+")
+_MASK64 = (1 << 64) - 1
+_PRIME = np.uint64(0x100000001B3)
+MAX_PAIRS = 1000  # duplicate pairs listed in the manifest; dropped.jsonl lists every one
 
 
 def normalised(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-class ExactDedup(Stage):
-    """Exact duplicates by normalised answer; the questions of one document never count as duplicates."""
+def shingle_hashes(text: str, k: int) -> np.ndarray:
+    """Sorted 64-bit hashes of every `k`-character shingle of `text` (the whole text if shorter)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(codes) < k:
+        codes = np.concatenate([codes, np.zeros(k - len(codes), dtype=np.uint64)])
+    n = len(codes) - k + 1
+    h = codes[:n].copy()
+    for j in range(1, k):  # polynomial rolling hash of the k code points, wrapping at 2**64
+        h *= _PRIME
+        h += codes[j : j + n]
+    h *= np.uint64(0x9E3779B97F4A7C15)  # mix (splitmix64's finaliser) so the top bits pick bins evenly
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(32)
+    h.sort()
+    return h
+
+
+class MinHasher:
+    """One-permutation MinHash: `bins` minima of the shingle hashes, empty bins filled by rotation."""
+
+    def __init__(self, bins: int, shingle_chars: int):
+        self.bins = bins
+        self.k = shingle_chars
+        self.shift = np.uint64(64 - max(1, math.ceil(math.log2(bins))))
+        self._ids = np.arange(bins, dtype=np.uint64)
+
+    def signature(self, text: str) -> np.ndarray:
+        hv = shingle_hashes(text, self.k)
+        which = hv >> self.shift  # sorted, since hv is: the first hash of each bin is its minimum
+        starts = np.searchsorted(which, self._ids)
+        if starts[-1] < len(hv) and (which[starts] == self._ids).all():
+            return hv[starts].astype(np.uint32)  # every bin has a shingle (the common case)
+        starts_ok = np.minimum(starts, len(hv) - 1)
+        present = (starts < len(hv)) & (which[starts_ok] == self._ids)
+        sig = hv[starts_ok].astype(np.uint32)
+        if not present.all():
+            filled = np.flatnonzero(present)
+            if len(filled) == 0:
+                return sig  # cannot happen for a non-empty text; all bins equal is harmless
+            nxt = filled[np.searchsorted(filled, np.arange(self.bins)) % len(filled)]
+            distance = (nxt - np.arange(self.bins)) % self.bins
+            sig = (sig[nxt] + distance.astype(np.uint32) * np.uint32(0x9E3779B1)).astype(np.uint32)
+        return sig
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.count_nonzero(a == b)) / len(a)
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising false positives and negatives around `threshold`, as datasketch chooses them."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+class IntIndex:
+    """64-bit key → int: a sorted numpy part (12 bytes an entry) and a small dict merged into it as it fills."""
+
+    def __init__(self, buffer: int = 1 << 16):
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.values = np.empty(0, dtype=np.int64)
+        self.pending: dict[int, int] = {}
+        self.buffer = buffer
+
+    def get(self, key: int) -> int | None:
+        value = self.pending.get(key)
+        if value is not None:
+            return value
+        i = int(np.searchsorted(self.keys, key))
+        if i < len(self.keys) and int(self.keys[i]) == key:
+            return int(self.values[i])
+        return None
+
+    def add(self, key: int, value: int) -> None:
+        """Keep the first value of a key."""
+        if self.get(key) is None:
+            self.pending[key] = value
+            if len(self.pending) >= self.buffer:
+                self._merge()
+
+    def _merge(self) -> None:
+        keys = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
+        values = np.fromiter(self.pending.values(), dtype=np.int64, count=len(self.pending))
+        keys, values = np.concatenate([self.keys, keys]), np.concatenate([self.values, values])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.values = keys[order], values[order]
+        self.pending = {}
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.pending)
+
+
+def _key(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+class Dedup(Stage):
+    """Exact duplicates by normalised answer, then near-duplicates by MinHash; the first one seen is kept.
+
+    The questions of one answer (`questions_per_document` > 1) arrive together and share its fate: they are
+    never duplicates of each other.
+    """
 
     name = "dedup"
 
+    def __init__(self, exact: bool = True, near_threshold: float | None = None, shingle_chars: int = 5,
+                 num_perm: int = 64):
+        self.exact = exact
+        self.threshold = near_threshold
+        self.exact_keys = IntIndex()
+        self.kept_ids = array("Q")  # example_id of each kept answer, as a 64-bit number
+        self.pairs: list[dict[str, object]] = []
+        self.counts = {"exact": 0, "near": 0}
+        if near_threshold is not None:
+            self.hasher = MinHasher(num_perm, shingle_chars)
+            self.bands, self.rows = lsh_params(near_threshold, num_perm)
+            self.band_keys = IntIndex()
+            self.signatures = tempfile.TemporaryFile(prefix="crawl2tune-minhash-")
+            self.sig_bytes = num_perm * 4
+
     def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
-        first: dict[bytes, Example] = {}
-        for example in examples:
-            key = hashlib.sha256(normalised(example.answer).encode("utf-8")).digest()
-            kept = first.setdefault(key, example)
-            if kept is not example and kept.document_id != example.document_id:
-                log.drop(example, "duplicate", f"duplicate of {kept.example_id} ({kept.url})")
-                continue
-            yield example
+        last_answer, last_verdict = None, None
+        try:
+            for example in examples:
+                answer = example.answers
+                if answer != last_answer:
+                    last_answer, last_verdict = answer, self._judge(example, answer)
+                if last_verdict is None:
+                    yield example
+                    continue
+                kind, index, similarity = last_verdict
+                original = f"{self.kept_ids[index]:016x}"
+                self.counts[kind] += 1
+                pair = {"example_id": example.example_id, "duplicate_of": original, "kind": kind,
+                        "similarity": similarity}
+                if len(self.pairs) < MAX_PAIRS:
+                    self.pairs.append(pair)
+                log.drop(example, f"duplicate_{kind}", f"{kind} duplicate of {original} (similarity {similarity})",
+                         duplicate_of=original, similarity=similarity)
+        finally:
+            if self.threshold is not None:
+                self.signatures.close()
+
+    def _judge(self, example: Example, answer: str) -> tuple[str, int, float] | None:
+        """None to keep (and remember) the answer, else (kind, index of the kept original, similarity)."""
+        text = normalised(answer)
+        index = len(self.kept_ids)
+        key = _key(text.encode("utf-8"))
+        if self.exact:
+            original = self.exact_keys.get(key)
+            if original is not None:
+                return "exact", original, 1.0
+        if self.threshold is not None and text:
+            sig = self.hasher.signature(text)
+            bands = [_key(sig[b * self.rows:(b + 1) * self.rows].tobytes()) ^ b for b in range(self.bands)]
+            for candidate in dict.fromkeys(c for c in map(self.band_keys.get, bands) if c is not None):
+                stored = os.pread(self.signatures.fileno(), self.sig_bytes, candidate * self.sig_bytes)
+                similarity = MinHasher.similarity(sig, np.frombuffer(stored, dtype=np.uint32))
+                if similarity >= self.threshold:
+                    return "near", candidate, round(similarity, 3)
+            os.pwrite(self.signatures.fileno(), sig.tobytes(), index * self.sig_bytes)
+            for band in bands:
+                self.band_keys.add(band & _MASK64, index)
+        if self.exact:
+            self.exact_keys.add(key, index)
+        self.kept_ids.append(int(example.example_id, 16))
+        return None
+
+    def summary(self) -> dict[str, object]:
+        return {"exact": self.counts["exact"], "near": self.counts["near"], "threshold": self.threshold,
+                "pairs": self.pairs, "pairs_listed": len(self.pairs)}

@@ -6,9 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from transforms.formats import Format, record
+
 
 class Example(BaseModel):
-    example_id: str  # stable across re-crawls: canonical URL + section + question template
+    example_id: str  # stable across re-crawls: canonical URL + section + ordinal + question template
     document_id: str
     url: str
     source: str
@@ -16,20 +18,29 @@ class Example(BaseModel):
     title: str
     section: str | None = None
     messages: list[dict[str, Any]]
-    tokens: int  # exact, as OpenAI counts the example
+    tokens: int  # exact, as OpenAI counts the example in the dataset's format
+    answer_tokens: int = 0  # exact tokens of the assistant content (all turns)
+    language: str | None = None
+    review: Literal["edited"] | None = None  # the answer is a reviewer's edit
     split: Literal["train", "test"] | None = None
 
     @property
     def answer(self) -> str:
+        """The last assistant message: the answer the question asked for."""
         return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
+
+    @property
+    def answers(self) -> str:
+        """Every assistant message of the conversation, in order (what dedup and PII look at)."""
+        return "\n\n".join(m["content"] for m in self.messages if m["role"] == "assistant")
 
     @property
     def question(self) -> str:
         return next(m["content"] for m in self.messages if m["role"] == "user")
 
-    def record(self) -> dict[str, Any]:
+    def record(self, fmt: Format = "chat") -> dict[str, Any]:
         """The line written to train/test JSONL: only keys the fine-tuning API accepts."""
-        return {"messages": self.messages}
+        return record(self.messages, fmt)
 
     def metadata(self) -> dict[str, Any]:
         """The sidecar line: everything but the messages."""

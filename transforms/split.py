@@ -1,12 +1,35 @@
-"""Train/test split by document, stable across re-crawls: a document's side depends on its URL and the seed."""
+"""Train/test split by document, stable across re-crawls: a document never moves between train and test.
+
+Plain split: a document's side is a function of its URL and the seed only. Stratified by category: within
+each category every k-th document goes to test (systematic sampling from an offset drawn from the category
+and seed), so even a small category gets its share; because that depends on the order documents arrive in,
+each assignment is written to the state the first time and read back on every later build.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
+import sqlite3
+from collections import Counter
+from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from transforms.example import Example
 from transforms.stage import Stage, StageLog
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS split_assignments (
+    dataset TEXT NOT NULL,
+    scheme TEXT NOT NULL,         -- stratification, seed and fraction the side was drawn under
+    document_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    category TEXT NOT NULL,
+    split TEXT NOT NULL,
+    assigned_at TEXT NOT NULL,
+    PRIMARY KEY (dataset, scheme, document_id)
+);
+"""
 
 
 def position(url: str, seed: int) -> float:
@@ -26,3 +49,50 @@ class AssignSplit(Stage):
         for example in examples:
             side = "test" if position(example.url, self.seed) < self.test_fraction else "train"
             yield example.model_copy(update={"split": side})
+
+
+class StratifiedSplit(Stage):
+    """Each category gets `test_fraction` of its documents in test (rounded), assignments kept in `db`."""
+
+    name = "split"
+
+    def __init__(self, db: sqlite3.Connection, dataset: str, test_fraction: float, seed: int):
+        db.executescript(SCHEMA)
+        self.db = db
+        self.dataset = dataset
+        self.fraction = test_fraction
+        self.seed = seed
+        self.scheme = f"category:{seed}:{test_fraction!r}"
+        self.seen = Counter(dict(db.execute(
+            "SELECT category, count(*) FROM split_assignments WHERE dataset = ? AND scheme = ? GROUP BY category",
+            (dataset, self.scheme)).fetchall()))
+
+    def _side(self, example: Example) -> str:
+        row = self.db.execute(
+            "SELECT split FROM split_assignments WHERE dataset = ? AND scheme = ? AND document_id = ?",
+            (self.dataset, self.scheme, example.document_id)).fetchone()
+        if row:
+            return row[0]
+        k = self.seen[example.category]
+        offset = position(example.category, self.seed)
+        test = math.floor(self.fraction * (k + 1) + offset) > math.floor(self.fraction * k + offset)
+        side = "test" if test else "train"
+        self.seen[example.category] += 1
+        self.db.execute(
+            "INSERT INTO split_assignments VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.dataset, self.scheme, example.document_id, example.url, example.category, side,
+             datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        return side
+
+    def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
+        document, side = None, "train"
+        self.db.execute("BEGIN")
+        try:
+            for example in examples:
+                if example.document_id != document:
+                    document, side = example.document_id, self._side(example)
+                yield example.model_copy(update={"split": side})
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")

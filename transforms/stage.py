@@ -18,6 +18,7 @@ class Dropped:
     reason: str
     record: Any
     detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # structured detail, e.g. {"duplicate_of": example_id}
 
 
 @dataclass
@@ -30,10 +31,10 @@ class StageLog:
     dropped: Counter = field(default_factory=Counter)
     on_drop: Callable[[Dropped], None] | None = None
 
-    def drop(self, record: Any, reason: str, detail: str = "") -> None:
+    def drop(self, record: Any, reason: str, detail: str = "", **data: Any) -> None:
         self.dropped[reason] += 1
         if self.on_drop:
-            self.on_drop(Dropped(self.name, reason, record, detail))
+            self.on_drop(Dropped(self.name, reason, record, detail, data))
 
     def as_dict(self) -> dict[str, Any]:
         return {"in": self.seen, "out": self.kept, "dropped": dict(sorted(self.dropped.items()))}

@@ -4,7 +4,12 @@ Covers every check of OpenAI's cookbook (data_type, missing_messages_list, messa
 message_unrecognized_key, unrecognized_role, missing_content, example_missing_assistant_message) with the
 current API's chat extensions understood (tools, tool_calls, tool role, function_call, functions,
 parallel_tool_calls, weight), plus unparseable lines, bad weights, examples over the model's token limit
-and too few examples. Never crashes on odd input. Token counts are exact and batched.
+and too few examples. Three line formats, after the schemas in shared/openai-api (x-training-input-schemas):
+chat (FineTuneChatRequestInput), preference / DPO (FineTunePreferenceRequestInput: `input` with messages and
+tools, one assistant message each in `preferred_output` and `non_preferred_output`) and prompt/completion
+(FineTuneCompletionRequestInput, for babbage-002 and davinci-002). A file's format is the model's for
+completion models, else detected from its first line. Never crashes on odd input. Token counts are exact,
+batched, threaded, and each distinct string of a batch is encoded once.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import orjson
 
 from transforms import estimate
 from transforms.model_registry import ModelSpec
 from transforms.tokens import TokenCounter, chat_tokens, message_strings
+
+FileFormat = Literal["chat", "preference", "prompt_completion"]
+FORMATS = ("chat", "preference", "prompt_completion")
 
 MIN_EXAMPLES = 10
 FIRST_LINES = 5
@@ -37,11 +45,17 @@ CATEGORIES = {
     "example_missing_assistant_message": "no assistant message to learn from",
     "invalid_weight": "`weight` is not 0 or 1, or is set on a non-assistant message",
     "invalid_tools": "`tools`, `functions`, `tool_calls` or `parallel_tool_calls` malformed",
+    "invalid_preference_output": "`preferred_output` / `non_preferred_output` is not a list of one assistant message",
+    "missing_prompt_or_completion": "`prompt` is not text, or `completion` is not non-empty text",
+    "wrong_format_for_model": "the model cannot be trained on lines of this format",
     "too_many_tokens": "example is over the model's per-example token limit",
     "insufficient_examples": "fewer than 10 examples",
 }
 
 EXAMPLE_KEYS = {"messages", "tools", "parallel_tool_calls", "functions"}
+PREFERENCE_KEYS = {"input", "preferred_output", "non_preferred_output"}
+PREFERENCE_INPUT_KEYS = {"messages", "tools", "parallel_tool_calls"}
+COMPLETION_KEYS = {"prompt", "completion"}
 ROLE_KEYS = {
     "system": {"role", "content", "name"},
     "developer": {"role", "content", "name"},
@@ -50,6 +64,7 @@ ROLE_KEYS = {
     "tool": {"role", "content", "tool_call_id"},
     "function": {"role", "content", "name"},
 }
+OUTPUT_KEYS = ROLE_KEYS["assistant"] - {"weight"}  # ChatCompletionRequestAssistantMessage: no weight
 
 
 @dataclass
@@ -57,6 +72,7 @@ class Report:
     """What validation found: error counts with first line numbers, and token statistics."""
 
     examples: int = 0
+    format: str | None = None  # chat, preference or prompt_completion
     errors: Counter = field(default_factory=Counter)
     first_lines: dict[str, list[int]] = field(default_factory=dict)
     tokens: list[int] = field(default_factory=list)
@@ -89,6 +105,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "examples": self.examples,
+            "format": self.format,
             "errors": dict(sorted(self.errors.items())),
             "first_lines": {k: self.first_lines[k] for k in sorted(self.first_lines)},
             "tokens_total": sum(self.tokens),
@@ -141,19 +158,8 @@ def _tools_ok(example: dict[str, Any]) -> bool:
     return parallel is None or isinstance(parallel, bool)
 
 
-def check_chat(example: Any) -> set[str]:
-    """Error categories of one parsed chat example (empty when it is fine)."""
-    if not isinstance(example, dict):
-        return {"data_type"}
-    errors: set[str] = set()
-    if set(example) - EXAMPLE_KEYS:
-        errors.add("example_unrecognized_key")
-    if not _tools_ok(example):
-        errors.add("invalid_tools")
-    messages = example.get("messages")
-    if not isinstance(messages, list) or not messages:
-        errors.add("missing_messages_list")
-        return errors
+def _check_messages(messages: list[Any], errors: set[str], *, keys: dict[str, set[str]] = ROLE_KEYS) -> bool:
+    """Check each message of a list; returns whether there is an assistant message."""
     has_assistant = False
     for message in messages:
         if not isinstance(message, dict):
@@ -162,12 +168,12 @@ def check_chat(example: Any) -> set[str]:
         role = message.get("role")
         if "role" not in message:
             errors.add("message_missing_key")
-        elif not isinstance(role, str) or role not in ROLE_KEYS:
+        elif not isinstance(role, str) or role not in keys:
             errors.add("unrecognized_role")
             continue
         if role is None:
             continue
-        if set(message) - ROLE_KEYS[role]:
+        if set(message) - keys[role]:
             errors.add("message_unrecognized_key")
         content = message.get("content")
         calls_instead = role == "assistant" and ("tool_calls" in message or "function_call" in message)
@@ -194,31 +200,159 @@ def check_chat(example: Any) -> set[str]:
             errors.add("invalid_weight")
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             errors.add("message_missing_key")
-    if not has_assistant:
+    return has_assistant
+
+
+def check_chat(example: Any) -> set[str]:
+    """Error categories of one parsed chat example (empty when it is fine)."""
+    if not isinstance(example, dict):
+        return {"data_type"}
+    errors: set[str] = set()
+    if set(example) - EXAMPLE_KEYS:
+        errors.add("example_unrecognized_key")
+    if not _tools_ok(example):
+        errors.add("invalid_tools")
+    messages = example.get("messages")
+    if not isinstance(messages, list) or not messages:
+        errors.add("missing_messages_list")
+        return errors
+    if not _check_messages(messages, errors):
         errors.add("example_missing_assistant_message")
     return errors
 
 
-def _chat_strings(example: dict[str, Any]) -> tuple[list[str], int, int]:
-    """Strings to encode, the fixed token overhead, and the number of messages of a valid example."""
+def check_preference(example: Any) -> set[str]:
+    """Error categories of one preference (DPO) example: an input conversation and two candidate answers."""
+    if not isinstance(example, dict):
+        return {"data_type"}
+    errors: set[str] = set()
+    if set(example) - PREFERENCE_KEYS:
+        errors.add("example_unrecognized_key")
+    given = example.get("input")
+    if not isinstance(given, dict):
+        errors.add("missing_messages_list")
+    else:
+        if set(given) - PREFERENCE_INPUT_KEYS:
+            errors.add("example_unrecognized_key")
+        if not _tools_ok(given):
+            errors.add("invalid_tools")
+        messages = given.get("messages")
+        if not isinstance(messages, list) or not messages:
+            errors.add("missing_messages_list")
+        else:
+            _check_messages(messages, errors)
+    for key in ("preferred_output", "non_preferred_output"):
+        output = example.get(key)
+        if not (isinstance(output, list) and len(output) == 1 and isinstance(output[0], dict)
+                and output[0].get("role") == "assistant"):
+            errors.add("invalid_preference_output")
+            continue
+        _check_messages(output, errors, keys={"assistant": OUTPUT_KEYS})
+    return errors
+
+
+def check_prompt_completion(example: Any) -> set[str]:
+    """Error categories of one prompt/completion example (babbage-002, davinci-002)."""
+    if not isinstance(example, dict):
+        return {"data_type"}
+    errors: set[str] = set()
+    if set(example) - COMPLETION_KEYS:
+        errors.add("example_unrecognized_key")
+    completion = example.get("completion")
+    if not isinstance(example.get("prompt"), str) or not (isinstance(completion, str) and completion.strip()):
+        errors.add("missing_prompt_or_completion")
+    return errors
+
+
+CHECKS: dict[str, Callable[[Any], set[str]]] = {
+    "chat": check_chat, "preference": check_preference, "prompt_completion": check_prompt_completion,
+}
+
+
+def check_example(example: Any, fmt: FileFormat = "chat") -> set[str]:
+    return CHECKS[fmt](example)
+
+
+def detect_format(example: Any) -> FileFormat:
+    """The format a parsed line is written in, judged by its keys (chat when it cannot be told)."""
+    if isinstance(example, dict):
+        if {"input", "preferred_output", "non_preferred_output"} & set(example):
+            return "preference"
+        if {"prompt", "completion"} & set(example) and "messages" not in example:
+            return "prompt_completion"
+    return "chat"
+
+
+# -- token counting ----------------------------------------------------------------------------------------
+# Each valid example becomes the strings to encode and a function from their counts to its token total.
+
+Combine = Callable[[list[int]], int]
+
+
+def _messages_strings(messages: list[dict[str, Any]]) -> tuple[list[str], int]:
     strings: list[str] = []
     names = 0
-    for message in example["messages"]:
+    for message in messages:
         for key, text in message_strings(message):
             strings.append(text)
             names += key == "name"
-    for key in ("tools", "functions"):
-        if example.get(key) is not None:
-            strings.append(orjson.dumps(example[key]).decode())
-    return strings, names, len(example["messages"])
+    return strings, names
+
+
+def _tools_strings(container: dict[str, Any]) -> list[str]:
+    return [orjson.dumps(container[key]).decode() for key in ("tools", "functions") if container.get(key) is not None]
+
+
+def _chat_strings(example: dict[str, Any]) -> tuple[list[str], Combine]:
+    strings, names = _messages_strings(example["messages"])
+    strings += _tools_strings(example)
+    n_messages = len(example["messages"])
+    return strings, lambda counts: chat_tokens(n_messages, sum(counts), names)
+
+
+def _preference_strings(example: dict[str, Any]) -> tuple[list[str], Combine]:
+    """The larger of input + preferred and input + non-preferred, each counted as a chat example."""
+    given = example["input"]
+    head, head_names = _messages_strings(given["messages"])
+    head += _tools_strings(given)
+    good, good_names = _messages_strings(example["preferred_output"])
+    bad, bad_names = _messages_strings(example["non_preferred_output"])
+    n, a, b = len(given["messages"]) + 1, len(head), len(head) + len(good)
+
+    def combine(counts: list[int]) -> int:
+        base = sum(counts[:a])
+        return max(chat_tokens(n, base + sum(counts[a:b]), head_names + good_names),
+                   chat_tokens(n, base + sum(counts[b:]), head_names + bad_names))
+
+    return head + good + bad, combine
+
+
+def _completion_strings(example: dict[str, Any]) -> tuple[list[str], Combine]:
+    return [example["prompt"], example["completion"]], sum
+
+
+STRINGS: dict[str, Callable[[dict[str, Any]], tuple[list[str], Combine]]] = {
+    "chat": _chat_strings, "preference": _preference_strings, "prompt_completion": _completion_strings,
+}
+
+
+def allowed_formats(spec: ModelSpec) -> tuple[str, ...]:
+    return ("prompt_completion",) if spec.format == "prompt_completion" else ("chat", "preference")
 
 
 def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: TokenCounter,
                    *, limit: int | None = None, price_per_1m: float | None = None,
-                   n_epochs: int | None = None) -> Report:
-    """Validate JSONL lines (1-based line numbers in the report) for `spec`'s format and limits."""
+                   n_epochs: int | None = None, fmt: FileFormat | None = None) -> Report:
+    """Validate JSONL lines (1-based line numbers in the report) for `spec`'s format and limits.
+
+    `fmt` fixes the line format; by default it is the model's for completion models, else the format of
+    the first line that parses. A line of a format the model cannot train on is `wrong_format_for_model`.
+    """
     report = Report(limit=limit or spec.max_tokens_per_example)
-    pending: list[tuple[int, list[str], int, int]] = []
+    if fmt is None and spec.format == "prompt_completion":
+        fmt = "prompt_completion"
+    report.format = fmt
+    pending: list[tuple[int, list[str], Combine]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -228,11 +362,17 @@ def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: Token
         except (orjson.JSONDecodeError, RecursionError):
             report.add_error("invalid_json", number)
             continue
-        errors = check_chat(example)
+        detected = detect_format(example)
+        if report.format is None:
+            report.format = detected
+        if isinstance(example, dict) and detected not in allowed_formats(spec):
+            report.add_error("wrong_format_for_model", number)
+            continue
+        errors = CHECKS[report.format](example)
         for category in sorted(errors):
             report.add_error(category, number)
         if not errors:
-            pending.append((number, *_chat_strings(example)))
+            pending.append((number, *STRINGS[report.format](example)))
             if len(pending) >= COUNT_BATCH:
                 _count(pending, counter, report)
                 pending.clear()
@@ -245,12 +385,12 @@ def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: Token
     return report
 
 
-def _count(pending: list[tuple[int, list[str], int, int]], counter: TokenCounter, report: Report) -> None:
-    flat = [s for _, strings, _, _ in pending for s in strings]
-    counts = iter(counter.texts(flat))
-    for number, strings, names, n_messages in pending:
-        total = sum(next(counts) for _ in strings)
-        tokens = chat_tokens(n_messages, total, names)
+def _count(pending: list[tuple[int, list[str], Combine]], counter: TokenCounter, report: Report) -> None:
+    """Encode the distinct strings of the batch once (threaded), then total each example."""
+    distinct = dict.fromkeys(s for _, strings, _ in pending for s in strings)
+    counts = dict(zip(distinct, counter.texts(list(distinct))))
+    for number, strings, combine in pending:
+        tokens = combine([counts[s] for s in strings])
         report.tokens.append(tokens)
         if tokens > report.limit:
             report.add_error("too_many_tokens", number)

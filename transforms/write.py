@@ -1,8 +1,9 @@
 """Write a dataset version atomically: everything goes to a hidden temp folder renamed into place at the end.
 
-Layout: `<datasets>/<name>/v0001/` with train.jsonl, test.jsonl (only keys the API accepts), metadata.jsonl
-(the per-example sidecar), documents.jsonl, dropped.jsonl and manifest.json; `latest` is a symlink to the
-newest version. An interrupted build leaves only a `.building-*` folder behind, never a half version.
+Layout: `<datasets>/<name>/v0001/` with train.jsonl, test.jsonl (only keys the API accepts, in the model's
+format), metadata.jsonl (the per-example sidecar), documents.jsonl, dropped.jsonl, review.csv, report.html and
+manifest.json; `latest` is a symlink to the newest version. An interrupted build leaves only a `.building-*`
+folder behind, never a half version.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import os
 import re
 import shutil
 import tempfile
+from array import array
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
 from crawlers.document import Document
 from transforms.example import Example
+from transforms.formats import Format
 from transforms.stage import Dropped
 
 SPLITS = ("train", "test")
@@ -65,12 +68,13 @@ def resolve_version(root: Path, which: str = "latest") -> Path | None:
 class DatasetWriter:
     """Collects one version's files in a temp folder; `commit` publishes it, leaving the context discards it."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, fmt: Format = "chat"):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.root))
+        self.fmt = fmt
         self.files: dict[str, BinaryIO] = {name: open(self.tmp / name, "wb") for name in DATA_FILES}
-        self.tokens: dict[str, list[int]] = {split: [] for split in SPLITS}
+        self.tokens: dict[str, array] = {split: array("l") for split in SPLITS}  # 8 bytes an example
         self.documents = 0
         self.committed: Path | None = None
 
@@ -96,19 +100,22 @@ class DatasetWriter:
             self.documents += 1
             yield doc
 
-    def add(self, example: Example) -> None:
+    def add(self, example: Example) -> bytes:
+        """Write the example to its split and the sidecar; returns its train/test line."""
         assert example.split in SPLITS
         tokens = self.tokens[example.split]
-        self.files[f"{example.split}.jsonl"].write(jsonl(example.record()))
+        line = jsonl(example.record(self.fmt))
+        self.files[f"{example.split}.jsonl"].write(line)
         self.files["metadata.jsonl"].write(jsonl({**example.metadata(), "line": len(tokens) + 1}))
         tokens.append(example.tokens)
+        return line
 
     def dropped(self, drop: Dropped) -> None:
         record = drop.record
         ident = {"example_id": record.example_id} if isinstance(record, Example) else {}
         self.files["dropped.jsonl"].write(jsonl({
             "stage": drop.stage, "reason": drop.reason, "detail": drop.detail,
-            "url": getattr(record, "url", None), **ident,
+            "url": getattr(record, "url", None), **ident, **drop.data,
         }))
 
     def file_hashes(self) -> dict[str, str]:
@@ -117,19 +124,29 @@ class DatasetWriter:
         return {name: sha256_file(self.tmp / name) for name in DATA_FILES}
 
     def same_as(self, version: Path | None, hashes: dict[str, str], config_hash: str) -> bool:
+        """Same data files and config as `version` (the report and review sheet are views, not data)."""
         if version is None or not (version / "manifest.json").exists():
             return False
         old = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
-        return old.get("files") == hashes and old.get("config_hash") == config_hash
+        old_files = {name: digest for name, digest in (old.get("files") or {}).items() if name in DATA_FILES}
+        return old_files == hashes and old.get("config_hash") == config_hash
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
-        """Write the manifest and rename the temp folder to the next version; point `latest` at it."""
+    def commit(self, manifest: dict[str, Any],
+               before_publish: Callable[[Path, dict[str, Any]], list[str]] | None = None) -> Path:
+        """Write the manifest and rename the temp folder to the next version; point `latest` at it.
+
+        `before_publish(folder, manifest)` writes files that need the version's name (the report) and
+        returns their names; their sha256 join the manifest's `files`.
+        """
         self._close()
         existing = versions(self.root)
         number = int(existing[-1].name[1:]) + 1 if existing else 1
         while True:
             target = self.root / f"v{number:04d}"
             manifest["version"] = target.name
+            if before_publish is not None:
+                for name in before_publish(self.tmp, manifest):
+                    manifest["files"][name] = sha256_file(self.tmp / name)
             write_json_atomic(self.tmp / "manifest.json", manifest)
             try:
                 os.rename(self.tmp, target)  # atomic; fails if a concurrent build took the number
