@@ -45,18 +45,33 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+CRAWL_URLS_SHOWN = 10
+
+
 def print_crawl(reports: list[SourceReport]) -> None:
     for r in reports:
         counts = r.counts
         fetched = sum(r.pages_by_status.values())
+        statuses = ", ".join(f"{status}: {n}" for status, n in r.pages_by_status.items())
         say(
-            f"crawled {r.name}: {fetched} responses, {r.bytes_downloaded:,} bytes, "
-            f"new {counts.get('new', 0)} · changed {counts.get('changed', 0)} · "
+            f"crawled {r.name}: {fetched} responses ({statuses or 'none'}), {r.bytes_downloaded:,} bytes "
+            f"in {r.elapsed_seconds:.1f} s, new {counts.get('new', 0)} · changed {counts.get('changed', 0)} · "
             f"unchanged {counts.get('unchanged', 0)} · removed {counts.get('removed', 0)}"
             + (f" (stopped: {r.finish_reason})" if r.finish_reason != "finished" else "")
+            + (" (resumed)" if r.resumed else "")
         )
         if r.dropped:
             say("  not used: " + ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()))
+        for kind in ("new", "changed", "removed"):
+            urls = r.changes.get(kind) or []
+            if urls:
+                more = f" … and {len(urls) - CRAWL_URLS_SHOWN} more" if len(urls) > CRAWL_URLS_SHOWN else ""
+                say(f"  {kind}: " + " ".join(urls[:CRAWL_URLS_SHOWN]) + more)
+        if r.interrupted:
+            say("  interrupted: what was fetched is kept; run the same command again to continue "
+                "(the dataset was not rebuilt)")
+        elif not r.complete:
+            say("  incomplete crawl: pages it did not reach stay in the dataset until a complete crawl")
 
 
 def print_build(result: BuildResult) -> None:
@@ -93,8 +108,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
-    print_crawl(crawl(_config(args)))
-    return 0
+    reports = crawl(_config(args))
+    print_crawl(reports)
+    return 130 if any(r.interrupted for r in reports) else 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -104,7 +120,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
-    print_crawl(crawl(config))
+    reports = crawl(config)
+    print_crawl(reports)
+    if any(r.interrupted for r in reports):
+        return 130  # the previous dataset stays as it is
     print_build(build(config))
     say(f"upload skipped: fine-tuning is launched by `python pipeline.py finetune --config {args.config}`")
     return 0

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from cssselect import GenericTranslator, SelectorError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transforms import model_registry
@@ -41,9 +42,20 @@ class SourceConfig(Section):
     )
     include: list[Regex] = Field(default_factory=list, description="follow only URLs matching one of these")
     exclude: list[Regex] = Field(default_factory=list, description="never follow URLs matching one of these")
+    sitemap_urls: list[str] = Field(
+        default_factory=list,
+        description="sitemaps (XML, .xml.gz, sitemap indexes, or a robots.txt with Sitemap: lines) whose "
+        "in-scope pages are crawled as start pages",
+    )
     content_selector: str | None = Field(None, description="CSS selector of the main content; default: automatic")
     category: str | None = Field(None, description="category of every page; default: the breadcrumb, else URL path")
+    category_selector: str | None = Field(
+        None, description="CSS selector of the breadcrumb giving each page's category; default: detected"
+    )
     max_pages: int = Field(500, ge=1, description="stop after this many pages")
+    max_depth: int = Field(
+        20, ge=0, description="follow links at most this many clicks away from a start page; 0: no limit"
+    )
     obey_robots: bool = Field(True, description="obey robots.txt")
     serve_dir: Path | None = Field(
         None,
@@ -51,7 +63,7 @@ class SourceConfig(Section):
         "for the duration of the crawl; URLs keep the hosts of start_urls",
     )
 
-    @field_validator("start_urls")
+    @field_validator("start_urls", "sitemap_urls")
     @classmethod
     def _absolute_http(cls, urls: list[str]) -> list[str]:
         for url in urls:
@@ -59,6 +71,16 @@ class SourceConfig(Section):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"{url!r} is not an absolute http(s) URL")
         return urls
+
+    @field_validator("content_selector", "category_selector")
+    @classmethod
+    def _css(cls, selector: str | None) -> str | None:
+        if selector is not None:
+            try:
+                GenericTranslator().css_to_xpath(selector)
+            except SelectorError as exc:
+                raise ValueError(f"{selector!r} is not a valid CSS selector: {exc}") from None
+        return selector
 
     @field_validator("include", "exclude")
     @classmethod
@@ -73,6 +95,34 @@ class SourceConfig(Section):
     @property
     def domains(self) -> list[str]:
         return self.allowed_domains or sorted({urlsplit(u).hostname or "" for u in self.start_urls})
+
+
+class CrawlConfig(Section):
+    """How every source is crawled: identity, politeness, bounds per page, resumption, progress display."""
+
+    user_agent: str = Field(
+        "crawl2tune/0.1 (+documentation crawler for fine-tuning datasets)",
+        min_length=1, description="User-Agent header, also the name robots.txt rules are matched against",
+    )
+    concurrency_per_domain: int = Field(4, ge=1, le=64, description="parallel requests to one host at most")
+    autothrottle: bool = Field(True, description="adapt the delay between requests to the server's latency")
+    start_delay_seconds: float = Field(0.25, ge=0, description="AutoThrottle's first delay between requests")
+    timeout_seconds: float = Field(30.0, gt=0, description="give up on a response after this long")
+    retries: int = Field(2, ge=0, le=10, description="retries after a 5xx, 408/429, timeout or connection error")
+    max_page_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="responses larger than this are dropped (reason too_large)"
+    )
+    resume: bool = Field(
+        True, description="an interrupted crawl continues where it stopped (Scrapy JOBDIR under output_dir/jobs)"
+    )
+    extract_workers: int | None = Field(
+        None, ge=0, le=64, description="processes extracting pages in parallel; 0: in the crawl process; "
+        "default: the number of CPUs, at most 4"
+    )
+    progress: Literal["auto", "log", "off"] = Field(
+        "auto", description="auto: a live line on a terminal, else plain lines; log: plain lines; off: none"
+    )
+    progress_interval_seconds: float = Field(30.0, gt=0, description="seconds between plain progress lines")
 
 
 TEMPLATE_FIELDS = {"title", "category", "section", "url"}
@@ -290,6 +340,7 @@ class Config(Section):
         None, gt=0, description="training price in USD per 1M tokens; default: the registry's"
     )
     sources: list[SourceConfig] = Field(min_length=1)
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 

@@ -3,23 +3,41 @@
 Scrapy's Twisted reactor cannot be restarted inside one process, so each crawl runs in a fresh child
 process (spawned, not forked); the parent gets back one `SourceReport` per source. Documents are written to
 the SQLite state as they arrive, so an interrupted crawl keeps what it fetched.
+
+Ctrl-C (SIGINT) stops the child gracefully: pages in flight are finished, and Scrapy's JOBDIR (one per source
+under `output_dir/jobs/`) keeps the queue and the fingerprints of what was fetched, so running the same
+command again continues without fetching those pages again. The job folder is removed once a crawl ends any
+other way, so the next crawl starts from the start URLs. Only a complete crawl (not interrupted, not cut by
+`max_pages`) retires the pages it no longer reached.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
+import shutil
+import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.settings import Settings
 
-from configs import Config, SourceConfig
+from configs import Config, CrawlConfig, SourceConfig
 from crawlers import settings as default_settings
 from crawlers.local_site import serve_folder
+from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
 from crawlers.store import PageStore, now, state_path
+
+CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
+INTERRUPTED = "shutdown"  # Scrapy's finish reason after SIGINT/SIGTERM
 
 
 class CrawlError(RuntimeError):
@@ -34,78 +52,214 @@ class SourceReport:
     dropped: dict[str, int] = field(default_factory=dict)
     bytes_downloaded: int = 0
     changes: dict[str, list[str]] = field(default_factory=dict)  # new / changed / unchanged / removed
+    requests: int = 0
+    conditional_requests: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    elapsed_seconds: float = 0.0
+    resumed: bool = False
 
     @property
     def counts(self) -> dict[str, int]:
         return {kind: len(urls) for kind, urls in self.changes.items()}
 
+    @property
+    def complete(self) -> bool:
+        return self.finish_reason == "finished"
+
+    @property
+    def interrupted(self) -> bool:
+        return self.finish_reason == INTERRUPTED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "counts": self.counts}
+
+
+# --- settings -------------------------------------------------------------------------------------
+
 
 def project_settings(config: Config) -> Settings:
+    """Our settings module with the config's `crawl:` section on top."""
+    crawl: CrawlConfig = config.crawl
     settings = Settings()
     settings.setmodule(default_settings, priority="project")
-    settings.set("CRAWL2TUNE_STATE", str(state_path(config.output_dir)), priority="project")
+    settings.setdict(
+        {
+            "CRAWL2TUNE_STATE": str(state_path(config.output_dir)),
+            "USER_AGENT": crawl.user_agent,
+            "CONCURRENT_REQUESTS_PER_DOMAIN": crawl.concurrency_per_domain,
+            "CONCURRENT_REQUESTS": max(16, crawl.concurrency_per_domain),
+            "AUTOTHROTTLE_ENABLED": crawl.autothrottle,
+            "AUTOTHROTTLE_START_DELAY": crawl.start_delay_seconds,
+            "AUTOTHROTTLE_TARGET_CONCURRENCY": float(crawl.concurrency_per_domain),
+            "DOWNLOAD_TIMEOUT": crawl.timeout_seconds,
+            "RETRY_TIMES": crawl.retries,
+            "DOWNLOAD_MAXSIZE": crawl.max_page_bytes,
+            "CRAWL2TUNE_PROGRESS": crawl.progress,
+            "CRAWL2TUNE_PROGRESS_INTERVAL": crawl.progress_interval_seconds,
+        },
+        priority="project",
+    )
     return settings
 
 
-def spider_for(source: SourceConfig) -> type[SiteSpider]:
+def spider_for(source: SourceConfig, jobdir: Path | None = None) -> type[SiteSpider]:
     """SiteSpider with this source's Scrapy settings (Scrapy reads per-spider settings from the class)."""
-    custom = {"ROBOTSTXT_OBEY": source.obey_robots, "CLOSESPIDER_PAGECOUNT": source.max_pages}
+    custom: dict[str, Any] = {
+        "ROBOTSTXT_OBEY": source.obey_robots,
+        "CLOSESPIDER_PAGECOUNT": source.max_pages,
+        "DEPTH_LIMIT": source.max_depth,
+    }
+    if jobdir is not None:
+        custom["JOBDIR"] = str(jobdir)
     return type(f"SiteSpider_{source.name}", (SiteSpider,), {"custom_settings": custom})
 
 
+# --- resumable jobs ---------------------------------------------------------------------------------
+
+
+class Job:
+    """One source's JOBDIR plus what the report needs across an interruption: when the crawl started and
+    the counts of the runs before. A job made with another config is discarded."""
+
+    def __init__(self, config: Config, source: SourceConfig):
+        self.dir = Path(config.output_dir) / "jobs" / source.name
+        self.file = self.dir / "crawl2tune.json"
+        self.fingerprint = hashlib.sha256(
+            (source.model_dump_json() + config.crawl.model_dump_json(exclude={"progress", "progress_interval_seconds"}))
+            .encode("utf-8")
+        ).hexdigest()
+        saved = self._load()
+        if saved.get("config") != self.fingerprint:
+            self.clear()
+            saved = {}
+        self.resumed = bool(saved)
+        self.started: str = saved.get("started_at") or now()
+        self.earlier: dict[str, Any] = saved.get("report") or {}
+        self._save(None)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, report: dict[str, Any] | None) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = {"config": self.fingerprint, "started_at": self.started, "report": report}
+        self.file.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+    def keep(self, report: SourceReport) -> None:
+        self._save(report.as_dict())
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
 def _dropped(stats: dict) -> dict[str, int]:
-    """Every reason a fetched or attempted page did not become a document, from Scrapy's stats and ours."""
+    """Every reason a fetched or attempted page did not become a document (counted by the spider and the
+    pipelines), plus links not followed because of max_depth."""
     dropped: dict[str, int] = {}
     for key, value in stats.items():
         if key.startswith("crawl2tune/dropped/"):
             dropped[key.rsplit("/", 1)[1]] = value
-        elif key.startswith("httperror/response_ignored_status_count/"):
-            dropped[f"http_{key.rsplit('/', 1)[1]}"] = value
-        elif key == "robotstxt/forbidden":
-            dropped["robots_txt"] = value
-        elif key.startswith("downloader/exception_type_count/"):
-            dropped[key.rsplit("/", 1)[1].rsplit(".", 1)[-1]] = value
+    if stats.get("depth/request_ignored_count"):
+        dropped["max_depth"] = stats["depth/request_ignored_count"]
     return dict(sorted(dropped.items()))
 
 
-def _report(source: SourceConfig, stats: dict, removed: list[str]) -> SourceReport:
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return dict(sorted({k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}.items()))
+
+
+def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) -> SourceReport:
     prefix = "downloader/response_status_count/"
-    changes = dict(stats.get("crawl2tune/changes") or {"new": [], "changed": [], "unchanged": []})
-    changes["removed"] = removed
-    return SourceReport(
+    changes = {kind: list(urls) for kind, urls in (stats.get("crawl2tune/changes") or {}).items()}
+    report = SourceReport(
         name=source.name,
         finish_reason=str(stats.get("finish_reason", "unknown")),
         pages_by_status={k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix)},
         dropped=_dropped(stats),
         bytes_downloaded=int(stats.get("downloader/response_bytes", 0)),
-        changes={kind: sorted(urls) for kind, urls in changes.items()},
+        changes={kind: changes.get(kind, []) for kind in CHANGE_KINDS},
+        requests=int(stats.get("downloader/request_count", 0)),
+        conditional_requests=int(stats.get("crawl2tune/conditional_requests", 0)),
+        started_at=started,
+        finished_at=now(),
+        elapsed_seconds=round(float(stats.get("elapsed_time_seconds", 0.0)), 3),
+        resumed=bool(job and job.resumed),
     )
+    earlier = job.earlier if job else {}
+    if earlier:  # a resumed crawl reports the whole crawl, not only its last run
+        report.pages_by_status = _add(earlier.get("pages_by_status", {}), report.pages_by_status)
+        report.dropped = _add(earlier.get("dropped", {}), report.dropped)
+        report.bytes_downloaded += earlier.get("bytes_downloaded", 0)
+        report.requests += earlier.get("requests", 0)
+        report.conditional_requests += earlier.get("conditional_requests", 0)
+        report.elapsed_seconds = round(report.elapsed_seconds + earlier.get("elapsed_seconds", 0.0), 3)
+        for kind in CHANGE_KINDS:
+            report.changes[kind] = [*earlier.get("changes", {}).get(kind, []), *report.changes[kind]]
+    return report
+
+
+# --- the crawl ---------------------------------------------------------------------------------------
 
 
 def _crawl_here(config: Config) -> list[SourceReport]:
     """Runs inside the child process."""
-    started = now()
-    with ExitStack() as stack:
-        crawlers: list[tuple[SourceConfig, Crawler]] = []
-        process = CrawlerProcess(project_settings(config))
-        for source in config.sources:
-            proxy = stack.enter_context(serve_folder(source.serve_dir)) if source.serve_dir else None
-            crawler = process.create_crawler(spider_for(source))
-            process.crawl(crawler, source=source, local_proxy=proxy)
-            crawlers.append((source, crawler))
-        process.start()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    workers = config.crawl.extract_workers
+    pool = PagePool(default_workers() if workers is None else workers)  # forks now, before any thread starts
+    crawlers: list[tuple[SourceConfig, Crawler, Job | None, str]] = []
+    try:
+        with ExitStack() as stack:
+            process = CrawlerProcess(project_settings(config))
+            for source in config.sources:
+                job = Job(config, source) if config.crawl.resume else None
+                proxy = stack.enter_context(serve_folder(source.serve_dir)) if source.serve_dir else None
+                crawler = process.create_crawler(spider_for(source, job.dir if job else None))
+                started = job.started if job else now()
+                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started)
+                crawlers.append((source, crawler, job, started))
+            process.start()
+    finally:
+        pool.close()
     reports = []
     with PageStore(state_path(config.output_dir)) as store:
-        for source, crawler in crawlers:
-            stats = crawler.stats.get_stats()
-            complete = stats.get("finish_reason") == "finished"
-            removed = store.retire_unseen(source.name, since=started) if complete else []
-            reports.append(_report(source, stats, removed))
+        for source, crawler, job, started in crawlers:
+            report = _report(source, crawler.stats.get_stats(), job, started)
+            if report.complete:
+                report.changes["removed"] += store.retire_unseen(source.name, since=started)
+                report.changes["removed"].sort()
+            if job is not None and report.interrupted:
+                job.keep(report)
+            elif job is not None:
+                job.clear()
+            store.record_crawl(source.name, report.as_dict())
+            reports.append(report)
     return reports
 
 
 def crawl(config: Config) -> list[SourceReport]:
-    """Crawl every source of `config` into its state; one report per source."""
+    """Crawl every source of `config` into its state; one report per source.
+
+    While the child crawls, this process ignores SIGINT: Ctrl-C reaches the child too, which stops
+    gracefully and returns reports whose `finish_reason` is 'shutdown'.
+    """
     PageStore(state_path(config.output_dir)).close()  # fail early, in this process, if the state is unusable
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_crawl_here, config).result()
+        future = pool.submit(_crawl_here, config)  # the child starts now, with the default SIGINT handler
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise CrawlError(
+                "the crawl process died before it finished; what it fetched is kept, run the same command again"
+            ) from None
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)

@@ -1,6 +1,7 @@
-"""Scrapy settings for every crawl: polite by default, quiet, and bounded.
+"""Scrapy settings for every crawl: polite by default, quiet, bounded and resumable.
 
-Per-source values (robots.txt, page cap) are applied on top of these in `crawlers.crawl`.
+The `crawl:` section of the config and each source's values (robots.txt, page cap, depth, JOBDIR) are applied
+on top of these in `crawlers.crawl`.
 """
 
 BOT_NAME = "crawl2tune"
@@ -28,14 +29,32 @@ DEPTH_PRIORITY = 1
 SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoDiskQueue"
 SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 
+# One page, one request: URL variants (index.html, trailing slash, tracking parameters) share a fingerprint.
+REQUEST_FINGERPRINTER_CLASS = "crawlers.urls.CanonicalFingerprinter"
+
 DOWNLOADER_MIDDLEWARES = {
+    "crawlers.middlewares.ConditionalRequestMiddleware": 560,  # validators from the previous crawl
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
+    "crawlers.middlewares.CanonicalRedirectMiddleware": 600,  # in its place: canonical-aware, loop-aware
     "crawlers.middlewares.ServeDirProxyMiddleware": 740,  # before HttpProxyMiddleware (750)
 }
 ITEM_PIPELINES = {
-    "crawlers.pipelines.RequireContent": 100,
+    "crawlers.pipelines.RequireDocument": 100,
+    "crawlers.pipelines.DropDuplicates": 200,
     "crawlers.pipelines.StoreDocument": 900,
 }
+EXTENSIONS = {
+    "scrapy.extensions.logstats.LogStats": None,  # replaced by our progress display
+    "crawlers.extensions.CrawlProgress": 500,
+    "scrapy.extensions.throttle.AutoThrottle": None,
+    "crawlers.extensions.NotModifiedAwareAutoThrottle": 0,  # a re-crawl of 304s speeds up like one of 200s
+}
+CRAWL2TUNE_PROGRESS = "auto"  # auto: a live line on a terminal, plain lines otherwise; log; off
+CRAWL2TUNE_PROGRESS_INTERVAL = 30.0
 
+# Quiet: every dropped page and failed request is counted in the crawl report with its reason.
 LOG_LEVEL = "WARNING"
+DEFAULT_DROPITEM_LOG_LEVEL = "INFO"
+RETRY_GIVE_UP_LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
 COOKIES_ENABLED = False

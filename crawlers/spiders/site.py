@@ -1,22 +1,53 @@
-"""The one spider: crawls a configured source within its scope and yields one document per HTML page."""
+"""The one spider: crawls a configured source within its scope and yields one item per fetched page.
+
+Scope, bounds and politeness are Scrapy's own (allowed_domains, LinkExtractor allow/deny, DEPTH_LIMIT,
+CLOSESPIDER_PAGECOUNT, robots.txt, AutoThrottle; see `crawlers.settings` and `crawlers.crawl`). The spider
+decides what a response is: a document, a page that cannot be one (with a reason), a 304 that keeps the
+stored document, or a failure that is recorded and, when transient, keeps the stored document too.
+"""
 
 from __future__ import annotations
 
+import codecs
+import re
 from datetime import datetime, timezone
-from typing import Any, Iterator
-from urllib.parse import unquote, urldefrag, urlsplit
+from typing import Any, AsyncIterator, Iterable, Iterator
+from urllib.parse import unquote, urlsplit
 
 import scrapy
-from scrapy.http import HtmlResponse, Response
-from scrapy.linkextractors import LinkExtractor
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+)
+from scrapy.http import Response
+from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.gz import gunzip, gzip_magic_number
+from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
+from twisted.internet.error import TimeoutError as TwistedTimeoutError
+from twisted.python.failure import Failure
 
 from configs import SourceConfig
 from crawlers.document import Document, text_hash
-from crawlers.encoding import decode_html
-from crawlers.extract import extract
+from crawlers.items import FetchedPage
+from crawlers.middlewares import RedirectLoop
+from crawlers.pages import LinkRules, PagePool, in_domains, in_scope
+from crawlers.store import PageStore, now
+from crawlers.urls import canonical_url, clean_url
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 HOME_CRUMBS = {"home", "홈", "메인", "main", "top", "처음"}
+# Signatures of formats that are never HTML, whatever the Content-Type says.
+BINARY_MAGIC = (
+    b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"\x7fELF", b"MZ", b"Rar!",
+    b"7z\xbc\xaf", b"OggS", b"ID3", b"RIFF", b"wOFF", b"wOF2", b"\x00\x00\x01\x00", b"\xd0\xcf\x11\xe0",
+)
+UNICODE_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+GONE = {404, 410}
 
 
 def category_from(breadcrumb: list[str], title: str, url: str) -> str | None:
@@ -34,47 +65,203 @@ def category_from(breadcrumb: list[str], title: str, url: str) -> str | None:
     return None
 
 
+def looks_binary(body: bytes) -> bool:
+    head = body[:1024]
+    if head.startswith(UNICODE_BOMS):
+        return False
+    return head.startswith(BINARY_MAGIC) or b"\x00" in head
+
+
+def failure_reason(failure: Failure) -> tuple[str, int | None]:
+    """A short reason for a request that produced no usable response, and the HTTP status if there was one."""
+    exc = failure.value
+    if isinstance(exc, HttpError):
+        return f"http_{exc.response.status}", exc.response.status
+    if isinstance(exc, RedirectLoop):
+        return "redirect_loop", None
+    if isinstance(exc, (DownloadTimeoutError, TwistedTimeoutError, TimeoutError)):
+        return "timeout", None
+    if isinstance(exc, DownloadCancelledError):
+        return "too_large", None
+    if isinstance(exc, DownloadConnectionRefusedError):
+        return "connection_refused", None
+    if isinstance(exc, CannotResolveHostError):
+        return "dns_error", None
+    if isinstance(exc, IgnoreRequest):
+        message = str(exc).lower()
+        for needle, reason in (("robots.txt", "robots_txt"), ("max redirections", "too_many_redirects"),
+                               ("offsite", "offsite"), ("max_size", "too_large"), ("maxsize", "too_large")):
+            if needle in message:
+                return reason, None
+        return "ignored", None
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower(), None
+
+
+def _header(response: Response, name: bytes) -> str | None:
+    value = response.headers.get(name)
+    return value.decode("latin-1") if value else None
+
+
 class SiteSpider(scrapy.Spider):
     name = "site"
+    handle_httpstatus_list = [304]  # answers to our conditional requests reach `parse`
 
-    def __init__(self, source: SourceConfig, local_proxy: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        source: SourceConfig,
+        local_proxy: str | None = None,
+        pool: PagePool | None = None,
+        started: str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(name=source.name, **kwargs)
         self.source = source
         self.local_proxy = local_proxy
+        self.pool = pool or PagePool(0)
+        self.started = started or now()  # the crawl's start; a resumed crawl keeps the first run's
         self.start_urls = list(source.start_urls)
         self.allowed_domains = source.domains
-        self.links = LinkExtractor(
-            allow=source.include or (),
-            deny=source.exclude or (),
-            unique=True,
-        )
+        self.rules = LinkRules(tuple(source.domains), tuple(source.include), tuple(source.exclude))
+        self.changes: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": [], "removed": []}
 
-    def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
-        stats = self.crawler.stats
-        ctype = response.headers.get(b"Content-Type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if ctype and ctype not in HTML_TYPES:
-            stats.inc_value("crawl2tune/dropped/not_html")
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> "SiteSpider":
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.store = PageStore(crawler.settings["CRAWL2TUNE_STATE"])
+        spider.known = spider.store.known(spider.source.name)
+        spider.max_depth = crawler.settings.getint("DEPTH_LIMIT")
+        return spider
+
+    def closed(self, reason: str) -> None:
+        self.crawler.stats.set_value("crawl2tune/changes", self.changes)
+        self.store.close()
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def page_request(self, url: str, **meta: Any) -> Request:
+        return Request(url, callback=self.parse, errback=self.failed, meta=meta)
+
+    async def start(self) -> AsyncIterator[Request]:
+        # Unlike Scrapy's default, start requests go through the duplicate filter: `/` and `/index.html`
+        # are one page, and a resumed crawl does not fetch its start pages again.
+        for url in self.start_urls:
+            yield self.page_request(clean_url(url))
+        for url in self.source.sitemap_urls:
+            yield Request(url, callback=self.parse_sitemap, errback=self.failed, meta={"sitemap": True})
+
+    def follow(self, links: Iterable[str]) -> Iterator[Request]:
+        for link in links:
+            yield self.page_request(link)
+
+    # --- responses ------------------------------------------------------------------------------
+
+    async def parse(self, response: Response, **kwargs: Any) -> AsyncIterator[Any]:
+        fetched = canonical_url(response.url)
+        if response.status == 304:
+            for output in self.not_modified(response, fetched):
+                yield output
             return
-        html = decode_html(response.body, response.headers.get(b"Content-Type", b"").decode("latin-1") or None)
-        url = urldefrag(response.url)[0]
-        page = extract(html, url, content_selector=self.source.content_selector)
-        category = self.source.category or category_from(page.breadcrumb, page.title, url) or self.source.name
-        text = page.text.strip()
-        yield {
-            "document": Document(
-                url=url,
-                source=self.source.name,
-                title=page.title or url,
-                category=category,
-                text=text,
-                language=page.language,
-                content_hash=text_hash(text),
-                fetched_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            ),
-            "status": response.status,
-            "etag": (response.headers.get(b"ETag") or b"").decode("latin-1") or None,
-            "last_modified": (response.headers.get(b"Last-Modified") or b"").decode("latin-1") or None,
-        }
-        # Follow links in our decoding of the page, not Scrapy's guess (undeclared EUC-KR pages).
-        decoded = HtmlResponse(response.url, body=html.encode("utf-8"), encoding="utf-8", request=response.request)
-        yield from decoded.follow_all(self.links.extract_links(decoded), callback=self.parse)
+        validators = dict(etag=_header(response, b"ETag"), last_modified=_header(response, b"Last-Modified"))
+        content_type = _header(response, b"Content-Type")
+        mime = (content_type or "").split(";")[0].strip().lower()
+        reason = "not_html" if mime and mime not in HTML_TYPES else "binary" if looks_binary(response.body) else None
+        if reason:
+            yield FetchedPage(self.source.name, fetched, fetched, response.status, reason=reason, **validators)
+            return
+
+        content = await self.pool.process(
+            response.body, content_type, response.url, self.rules,
+            self.source.content_selector, self.source.category_selector,
+        )
+        url = self.document_url(content.canonical_url, fetched)
+        title = content.title or url
+        text = content.text.strip()
+        document = Document(
+            url=url,
+            source=self.source.name,
+            title=title,
+            category=self.source.category or category_from(content.breadcrumb, title, url) or self.source.name,
+            text=text,
+            language=content.language,
+            content_hash=text_hash(text),
+            fetched_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        yield FetchedPage(self.source.name, url, fetched, response.status, document=document,
+                          links=content.links, link_share=content.link_share, **validators)
+        for request in self.follow(content.links):
+            yield request
+
+    def document_url(self, declared: str | None, fetched: str) -> str:
+        """The page's `rel=canonical` if it names an http(s) URL on an allowed domain, else where it was fetched."""
+        if declared and urlsplit(declared).scheme in ("http", "https") and in_domains(declared, self.rules.domains):
+            return canonical_url(declared)
+        return fetched
+
+    def not_modified(self, response: Response, fetched: str) -> Iterator[Any]:
+        """304: nothing to extract; the stored document (or the stored reason it is none) stands and the
+        stored outlinks are followed."""
+        known = self.known.get(fetched)
+        if known is None:  # a 304 to a request we did not make conditional
+            yield FetchedPage(self.source.name, fetched, fetched, 304, reason="unexpected_304")
+            return
+        self.crawler.stats.inc_value("crawl2tune/not_modified")
+        links = [link for link in self.store.links(known.url) if in_scope(link, self.rules)]
+        reason = None if known.reason == "unreached" else known.reason  # linked again: the document is back
+        yield FetchedPage(self.source.name, known.url, fetched, 304, reason=reason, not_modified=True,
+                          etag=known.etag, last_modified=known.last_modified, links=links)
+        yield from self.follow(links)
+
+    def failed(self, failure: Failure) -> Iterator[Request]:
+        """Errback of every request: record why it gave nothing; a transient failure keeps the stored
+        document and follows its stored links, 404/410 takes it out of the dataset."""
+        request: Request = failure.request
+        reason, status = failure_reason(failure)
+        self.crawler.stats.inc_value(f"crawl2tune/dropped/{reason}")
+        self.logger.info("no document from %s: %s", request.url, reason)
+        if reason in ("robots_txt", "offsite"):
+            return
+        self.crawler.stats.inc_value("crawl2tune/errors")
+        if request.meta.get("sitemap"):
+            return
+        fetched = canonical_url(request.url)
+        known = self.known.get(fetched)
+        url = known.url if known else fetched
+        transient = status not in GONE and reason != "too_large"
+        if self.store.drop(url, source=self.source.name, status=status, reason=reason, fetched_url=fetched,
+                           keep=transient):
+            self.changes["removed"].append(url)
+        depth = request.meta.get("depth", 0) + 1
+        if transient and known is not None and known.live and not (self.max_depth and depth > self.max_depth):
+            links = [link for link in self.store.links(url) if in_scope(link, self.rules)]
+            yield from (self.page_request(link, depth=depth) for link in links)
+
+    # --- sitemaps -------------------------------------------------------------------------------
+
+    def parse_sitemap(self, response: Response) -> Iterator[Request]:
+        """Pages listed in a sitemap (or sitemap index, or robots.txt `Sitemap:` lines) that are in scope;
+        they count as start pages for `max_depth`."""
+        if response.url.endswith("/robots.txt"):
+            for url in sitemap_urls_from_robots(response.body, base_url=response.url):
+                yield Request(url, callback=self.parse_sitemap, errback=self.failed, meta={"sitemap": True})
+            return
+        body = response.body
+        if gzip_magic_number(response):
+            try:
+                body = gunzip(body, max_size=self.settings.getint("DOWNLOAD_MAXSIZE"))
+            except Exception:
+                body = b""
+        try:
+            sitemap = Sitemap(body)
+        except Exception:
+            sitemap = None
+        if sitemap is None or sitemap.type not in ("sitemapindex", "urlset"):
+            self.crawler.stats.inc_value("crawl2tune/dropped/bad_sitemap")
+            return
+        for entry in sitemap:
+            loc = entry.get("loc")
+            if not loc:
+                continue
+            if sitemap.type == "sitemapindex":
+                yield Request(loc, callback=self.parse_sitemap, errback=self.failed, meta={"sitemap": True})
+            elif in_scope(clean_url(loc), self.rules):
+                yield self.page_request(clean_url(loc), depth_reset=True)

@@ -1,0 +1,152 @@
+"""The CPU-heavy part of crawling one page: decode the body, extract the main content, find in-scope links.
+
+It runs in a small pool of worker processes, so extraction uses every core and never stalls Scrapy's
+reactor (downloads, AutoThrottle's latency measurements and the progress display keep going while pages
+are being extracted). The workers are forked from the crawl process before its reactor starts, so they start
+in milliseconds; each loads the extractor's models on its first page, so a re-crawl answered with 304s
+never pays for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import re
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from collections import Counter
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from scrapy.http import HtmlResponse
+from scrapy.linkextractors import LinkExtractor
+
+from crawlers.encoding import decode_html
+from crawlers.extract import extract
+from crawlers.urls import clean_url
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class LinkRules:
+    """A source's scope, in a form worker processes can receive and cache on."""
+
+    domains: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PageContent:
+    title: str
+    text: str
+    breadcrumb: list[str] = field(default_factory=list)
+    language: str | None = None
+    canonical_url: str | None = None
+    links: list[str] = field(default_factory=list)
+    link_share: float = 0.0
+    """Share of the text's words that are words of the page's link texts: near 1 for navigation only."""
+
+
+def _link_value(value: str) -> str | None:
+    """Drop fragments and tracking parameters before a link is judged or followed; skip `#top` links."""
+    cleaned = clean_url(value)
+    return cleaned or None
+
+
+@lru_cache(maxsize=32)
+def link_extractor(rules: LinkRules) -> LinkExtractor:
+    """Scrapy's LinkExtractor for `rules`: include/exclude regexes on the full URL, no links to binary file
+    types (its default `deny_extensions`). Domains are checked by `in_domains`: the LinkExtractor's own
+    check compares host and port, so it rejects every link of a site on a non-default port."""
+    return LinkExtractor(allow=rules.include, deny=rules.exclude, process_value=_link_value, unique=True)
+
+
+def in_domains(url: str, domains: tuple[str, ...] | list[str]) -> bool:
+    """Whether `url`'s host is one of `domains` or a subdomain of one (as Scrapy's OffsiteMiddleware judges)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return bool(host) and any(host == d or host.endswith(f".{d}") for d in (d.lower() for d in domains))
+
+
+def in_scope(url: str, rules: LinkRules) -> bool:
+    """Whether a URL found outside a page's links (a sitemap entry, a stored link) may be crawled."""
+    return in_domains(url, rules.domains) and link_extractor(rules).matches(url)
+
+
+def process_page(
+    body: bytes,
+    content_type: str | None,
+    url: str,
+    rules: LinkRules,
+    content_selector: str | None = None,
+    category_selector: str | None = None,
+) -> PageContent:
+    """Decode `body` (see `crawlers.encoding`), extract its main content and its in-scope outlinks.
+
+    Links are taken from our decoding of the page, not Scrapy's guess, which reads an undeclared EUC-KR
+    page as something else and would follow garbled Korean URLs.
+    """
+    html = decode_html(body, content_type)
+    page = extract(html, url, content_selector=content_selector, category_selector=category_selector)
+    decoded = HtmlResponse(url, body=html.encode("utf-8"), encoding="utf-8")
+    links = [link.url for link in link_extractor(rules).extract_links(decoded) if in_domains(link.url, rules.domains)]
+    return PageContent(
+        link_share=_link_share(page.text, decoded),
+        title=page.title,
+        text=page.text,
+        breadcrumb=list(page.breadcrumb),
+        language=page.language,
+        canonical_url=page.canonical_url,
+        links=links,
+    )
+
+
+def _link_share(text: str, page: HtmlResponse) -> float:
+    words = Counter(_WORD.findall(text.lower()))
+    total = sum(words.values())
+    if not total:
+        return 0.0
+    link_words = Counter(_WORD.findall(" ".join(page.xpath("//a//text()").getall()).lower()))
+    return sum(min(n, link_words[word]) for word, n in words.items()) / total
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the crawl process stops gracefully and still needs its
+    # workers to finish the pages in flight.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ready(_: int) -> int:
+    return os.getpid()
+
+
+class PagePool:
+    """Runs `process_page` in `workers` worker processes, or in the calling process with `workers=0`."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        if workers > 0:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
+            # Start every worker now, while this process has no other threads (forking later, from a
+            # running reactor with its thread pool, is not safe).
+            list(self._executor.map(_ready, range(workers)))
+
+    async def process(self, *args: object) -> PageContent:
+        if self._executor is None:
+            return process_page(*args)  # type: ignore[arg-type]
+        return await asyncio.wrap_future(self._executor.submit(process_page, *args))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

@@ -1,0 +1,157 @@
+"""Fixture web sites for crawler tests: served on 127.0.0.1 (a free port), editable between crawls, and
+recording every request with its headers so tests can assert what the crawler sent."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+HTML = "text/html; charset=utf-8"
+
+
+@dataclass
+class Page:
+    body: bytes | str = b""
+    status: int = 200
+    content_type: str | None = HTML
+    headers: dict[str, str] = field(default_factory=dict)
+    validators: bool = True  # send an ETag and answer If-None-Match with 304
+    delay: float = 0.0  # seconds before answering
+    encoding: str = "utf-8"  # how a str body is encoded
+
+    def payload(self) -> bytes:
+        return self.body.encode(self.encoding, "xmlcharrefreplace") if isinstance(self.body, str) else self.body
+
+
+@dataclass
+class Hit:
+    path: str
+    headers: dict[str, str]
+    status: int
+
+
+def html_page(title: str, body: str, links: list[str] = (), *, head: str = "", nav: str = "") -> str:
+    """A documentation-like page: nav with `links`, a main article, a footer."""
+    anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
+    return (
+        f"<!doctype html><html><head><title>{title} - Docs</title>{head}</head><body>"
+        f'<nav class="menu"><ul>{anchors}</ul>{nav}</nav>'
+        f"<main><article><h1>{title}</h1>{body}</article></main>"
+        "<footer>© 2026 Example Corp. All rights reserved.</footer></body></html>"
+    )
+
+
+def prose(topic: str, n: int = 3) -> str:
+    """A few paragraphs long enough for main-content extraction to keep them."""
+    sentence = (f"The {topic} service handles requests from partner systems and records every message in the "
+                f"audit log so operators can trace a transaction from end to end. ")
+    return "".join(f"<p>{sentence * 2}Paragraph {i + 1} about {topic}.</p>" for i in range(n))
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that hangs up early (size cap, timeout) is part of the tests
+
+
+class Site:
+    """`pages` maps a path (query included, e.g. "/a?x=1") to a Page, or a path prefix ending in "*" to a
+    function path -> Page. Unknown paths answer 404."""
+
+    def __init__(self, pages: dict[str, Page | Callable[[str], Page]]):
+        self.pages = dict(pages)
+        self.hits: list[Hit] = []
+        self._lock = threading.Lock()
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                page = site.lookup(self.path)
+                if page.delay:
+                    time.sleep(page.delay)
+                body = page.payload()
+                status = page.status
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"' if page.validators else None
+                if etag and self.headers.get("If-None-Match") == etag and status == 200:
+                    status, body = 304, b""
+                with site._lock:
+                    site.hits.append(Hit(self.path, dict(self.headers.items()), status))
+                try:
+                    self.send_response(status)
+                    if page.content_type and status != 304:
+                        self.send_header("Content-Type", page.content_type)
+                    if etag:
+                        self.send_header("ETag", etag)
+                    for name, value in page.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if body:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the crawler gave up on this response (size cap, timeout)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def lookup(self, path: str) -> Page:
+        path = unquote(path)
+        if path in self.pages:
+            page = self.pages[path]
+        else:
+            plain = urlsplit(path).path
+            page = self.pages.get(plain) if "?" in path and plain in self.pages else None
+            if page is None:
+                prefixes = [p for p in self.pages if p.endswith("*") and path.startswith(p[:-1])]
+                page = self.pages[max(prefixes, key=len)] if prefixes else Page("not found", 404, "text/plain")
+        return page(path) if callable(page) else page
+
+    def url(self, path: str = "/") -> str:
+        return self.base + path
+
+    def requested(self, path: str) -> list[Hit]:
+        return [hit for hit in self.hits if hit.path == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "Site":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_config(folder: Path, sources: str, *, crawl: str = "", extra: str = "") -> Path:
+    """A config file whose crawl section suits tests: no start delay, short timeouts, no retries."""
+    config = folder / "config.yaml"
+    config.write_text(
+        f"""
+output_dir: out
+crawl:
+  start_delay_seconds: 0
+  timeout_seconds: 5
+  retries: 0
+  extract_workers: 1
+{crawl}
+sources:
+{sources}
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return config
