@@ -19,9 +19,11 @@ from crawlers.crawl import CrawlError, SourceReport, crawl
 from transforms import model_registry
 from transforms.build import BuildError, BuildResult, build
 from transforms.tokens import EncodingFileError, TokenCounter
-from transforms.validate import CATEGORIES, Report, validate_file
+from transforms.review import NotApproved, ReviewError
+from transforms.validate import CATEGORIES, FORMATS, Report, validate_file
 
 EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError)
+EXPECTED_ERRORS += (ReviewError, NotApproved)
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
 
 
@@ -84,14 +86,24 @@ def print_build(result: BuildResult) -> None:
         f"{m['n_epochs']} epochs; estimated training cost ${m['estimated_cost_usd']:.2f} for {m['model']}")
     if c["dropped"]:
         say("  dropped: " + ", ".join(f"{reason} {n}" for reason, n in c["dropped"].items()))
+    pii = m.get("pii") or {}
+    if pii.get("found"):
+        say(f"  personal data {pii['mode']}: " + ", ".join(f"{kind} {n}" for kind, n in pii["found"].items()))
+    review = m.get("review") or {}
+    if review.get("stored"):
+        say(f"  review decisions applied: {review['excluded']} excluded, {review['edited']} edited "
+            f"({review['unmatched']} matched no example)")
     for warning in result.warnings:
         say(f"  warning: {warning}")
     say(f"  files: {_relative(result.version_dir)}/ (train.jsonl, test.jsonl, manifest.json, …)")
+    if (result.version_dir / "report.html").exists():
+        say(f"  review: {_relative(result.version_dir / 'report.html')}, then fill in "
+            f"{_relative(result.version_dir / 'review.csv')} and run `python pipeline.py review apply FILE`")
 
 
 def print_report(path: Path, report: Report, spec: model_registry.ModelSpec) -> None:
-    say(f"{path}: {report.examples} examples, {sum(report.errors.values())} errors "
-        f"({spec.name}, limit {report.limit:,} tokens per example)")
+    say(f"{path}: {report.examples} examples ({report.format or 'chat'} format), "
+        f"{sum(report.errors.values())} errors ({spec.name}, limit {report.limit:,} tokens per example)")
     for category, n in sorted(report.errors.items()):
         lines = ", ".join(str(line) for line in report.first_lines[category] if line)
         where = f"  lines {lines}" if lines else ""
@@ -129,13 +141,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from crawlers.store import state_path
+    from transforms.review import apply_review, resolve
+
+    config = _config(args)
+    known = None
+    try:
+        latest = resolve(config, "latest")
+        with open(latest / "metadata.jsonl", "rb") as f:
+            known = [json.loads(line)["example_id"] for line in f]
+    except ReviewError:
+        latest = None
+    applied = apply_review(state_path(config.output_dir), config.dataset.name, Path(args.file), known)
+    say(f"stored review decisions for {config.dataset.name}: {applied.excluded} excluded, {applied.edited} edited, "
+        f"{applied.cleared} cleared")
+    if applied.unknown_ids:
+        say(f"  warning: {len(applied.unknown_ids)} example_ids are not in {latest.name if latest else 'any version'} "
+            f"(stored anyway), e.g. {', '.join(applied.unknown_ids[:3])}")
+    say(f"  the next build applies them: python pipeline.py build --config {args.config}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from crawlers.store import state_path
+    from transforms.review import approve, resolve
+
+    config = _config(args)
+    version_dir = resolve(config, args.version)
+    record = approve(state_path(config.output_dir), version_dir)
+    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    c = manifest["counts"]
+    say(f"approved {record['dataset']} {record['version']}: {c['train']} train / {c['test']} test examples, "
+        f"manifest sha256 {record['manifest_sha256'][:12]}… (by {record['approved_by'] or 'unknown'})")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"{path} is not a file; pass the JSONL file to check")
     model = args.model or (load_config(args.config).model if Path(args.config).exists() else None)
     spec, warnings = model_registry.check(model or model_registry.DEFAULT_MODEL)
-    report = validate_file(path, spec, TokenCounter(spec.encoding))
+    report = validate_file(path, spec, TokenCounter(spec.encoding), fmt=args.format)
     if args.json:
         say(json.dumps({"file": str(path), "model": spec.name, **report.as_dict(), "warnings": warnings},
                        ensure_ascii=False))
@@ -163,6 +211,18 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("file", help="the .jsonl file to check")
     v.add_argument("--model", help="model whose format and limits apply (default: the config's)")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    v.add_argument("--format", choices=FORMATS,
+                   help="line format (default: the model's for babbage/davinci, else detected from the first line)")
+    rv = sub.add_parser("review", help="feed a reviewer's decisions back into later builds",
+                        description="feed a reviewer's decisions back into later builds")
+    rv.set_defaults(handler=cmd_review)
+    rv_verbs = rv.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ra = rv_verbs.add_parser("apply", help="store the decisions (exclude, keep or an edited answer) of a review.csv",
+                             description="store the decisions (exclude, keep or an edited answer) of a review.csv")
+    ra.add_argument("file", help="a review.csv with the decision column filled in")
+    ra.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
+    ap = command("approve", cmd_approve, "mark a dataset version approved for fine-tuning")
+    ap.add_argument("version", help="version name (v0003), latest, or the version's folder")
     return top
 
 

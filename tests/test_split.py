@@ -32,3 +32,57 @@ def test_seed_reshuffles_and_zero_fraction_means_no_test():
     assert splits(URLS, seed=0) != splits(URLS, seed=1)
     assert set(splits(URLS, fraction=0.0).values()) == {"train"}
     assert 0 <= position(URLS[0], 0) < 1
+
+
+# -- through build: stability across re-crawls, stratification, the minimum train size -----------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from dataset_state import guide_pages, korean_paragraph, make_config, page, write_pages  # noqa: E402
+from transforms.build import BuildError, build  # noqa: E402
+
+
+def sides(version) -> dict[str, str]:
+    return {m["url"]: m["split"] for m in map(json.loads, (version / "metadata.jsonl").read_text("utf-8").splitlines())}
+
+
+def test_a_document_never_changes_sides_across_a_recrawl(tmp_path):
+    pages = guide_pages(40)
+    write_pages(tmp_path / "out", pages)
+    config = make_config(tmp_path, "test_fraction: 0.3\ngranularity: section")
+    before = sides(build(config).version_dir)
+    changed = [page(p["url"].rsplit("/", 1)[1][:-5], p["text"] + f"\n\n## 추가\n\n{korean_paragraph(i + 500)}",
+                    title=p["title"]) for i, p in enumerate(pages[::2])]
+    added = guide_pages(30, prefix="new")
+    write_pages(tmp_path / "out", changed + added)  # the odd pages are gone, the even ones changed
+    after = sides(build(config).version_dir)
+    assert all(after[url] == before[url] for url in after if url in before)
+    assert {url for url in after if url in before} == {p["url"] for p in pages[::2]}
+
+
+@pytest.mark.parametrize("stratify", ["none", "category"])
+def test_stratified_split_gives_every_category_its_share_and_keeps_assignments(tmp_path, stratify):
+    categories = {f"cat-{c}": guide_pages(10, category=f"cat-{c}", prefix=f"c{c}") for c in range(6)}
+    write_pages(tmp_path / "out", [p for pages in categories.values() for p in pages])
+    config = make_config(tmp_path, f"test_fraction: 0.2\nstratify: {stratify}")
+    version = build(config).version_dir
+    per_category = {}
+    for meta in map(json.loads, (version / "metadata.jsonl").read_text("utf-8").splitlines()):
+        per_category.setdefault(meta["category"], []).append(meta["split"])
+    if stratify == "category":
+        assert all(splits.count("test") == 2 for splits in per_category.values())
+        first = sides(version)
+        write_pages(tmp_path / "out", [p for pages in categories.values() for p in pages[3:]]
+                    + guide_pages(5, category="cat-0", prefix="late"))
+        again = sides(build(config).version_dir)
+        assert all(again[url] == side for url, side in first.items() if url in again)
+    else:  # the hash split only follows the fraction on average
+        assert sum(splits.count("test") for splits in per_category.values()) > 0
+
+
+def test_too_few_train_examples_is_a_clear_error(tmp_path):
+    write_pages(tmp_path / "out", guide_pages(6))
+    with pytest.raises(BuildError, match="train split would hold [0-9] examples, fewer than the 10"):
+        build(make_config(tmp_path, "test_fraction: 0.1"))

@@ -160,12 +160,12 @@ class Dedup(Stage):
             self.sig_bytes = num_perm * 4
 
     def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
-        last_answer, last_verdict = None, None
+        last, last_verdict = None, None
         try:
             for example in examples:
                 answer = example.answers
-                if answer != last_answer:
-                    last_answer, last_verdict = answer, self._judge(example, answer)
+                if (example.document_id, answer) != last:
+                    last, last_verdict = (example.document_id, answer), self._judge(example, answer)
                 if last_verdict is None:
                     yield example
                     continue
