@@ -173,7 +173,10 @@ def _check_messages(messages: list[Any], errors: set[str], *, keys: dict[str, se
             continue
         if role is None:
             continue
-        if set(message) - keys[role]:
+        extra = set(message) - keys[role]
+        if keys is ROLE_KEYS:
+            extra.discard("weight")  # weight on a non-assistant message is `invalid_weight`
+        if extra:
             errors.add("message_unrecognized_key")
         content = message.get("content")
         calls_instead = role == "assistant" and ("tool_calls" in message or "function_call" in message)
