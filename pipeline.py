@@ -16,13 +16,15 @@ from typing import Any, Callable
 
 from configs import DEFAULT_CONFIG, Config, ConfigError, load_config
 from crawlers.crawl import CrawlError, SourceReport, crawl
+from finetune.backend import FinetuneError
 from transforms import model_registry
 from transforms.build import BuildError, BuildResult, build
 from transforms.tokens import EncodingFileError, TokenCounter
 from transforms.review import NotApproved, ReviewError
 from transforms.validate import CATEGORIES, FORMATS, Report, validate_file
 
-EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError)
+EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError,
+                   FinetuneError)
 EXPECTED_ERRORS += (ReviewError, NotApproved)
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
 
@@ -136,7 +138,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_crawl(reports)
     if any(r.interrupted for r in reports):
         return 130  # the previous dataset stays as it is
-    print_build(build(config))
+    result = build(config)
+    print_build(result)
+    if args.finetune:
+        from finetune import cli
+
+        return cli.cmd_finetune(config, dataset=str(result.version_dir), wait=args.wait, force=False,
+                                config_arg=args.config, say=say)
     say(f"upload skipped: fine-tuning is launched by `python pipeline.py finetune --config {args.config}`")
     return 0
 
@@ -177,6 +185,32 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_finetune(_config(args), dataset=args.dataset, wait=args.wait, force=args.force,
+                            config_arg=args.config, say=say)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_jobs(_config(args), verb=args.verb, job_id=getattr(args, "id", None), config_arg=args.config,
+                        say=say)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_models_delete(_config(args), name=args.name, say=say)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_evaluate(_config(args), model=args.model, base=args.base, dataset=args.dataset, say=say)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
@@ -204,13 +238,49 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    command("run", cmd_run, "crawl every source, then build a new dataset version")
+    r = command("run", cmd_run, "crawl every source, then build a new dataset version (and fine-tune it)")
+    r.add_argument("--finetune", action="store_true", help="then launch fine-tuning on the new version")
+    r.add_argument("--wait", action="store_true", help="with --finetune: watch the job until it ends")
     command("crawl", cmd_crawl, "crawl every source into the state under output_dir")
     command("build", cmd_build, "turn the stored documents into a new dataset version")
     v = command("validate", cmd_validate, "check a chat JSONL file as the fine-tuning API will")
     v.add_argument("file", help="the .jsonl file to check")
     v.add_argument("--model", help="model whose format and limits apply (default: the config's)")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    f = command("finetune", cmd_finetune, "check a dataset version, upload it once and start a fine-tuning job")
+    f.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")
+    f.add_argument("--wait", action="store_true", help="watch the job until it ends; Ctrl-C leaves it running")
+    f.add_argument("--force", action="store_true",
+                   help="start a job even when one from the same files and settings is running or done")
+
+    def verbs(name: str, handler: Callable[[argparse.Namespace], int], help: str,
+              actions: dict[str, tuple[str | None, str]]) -> None:
+        group = sub.add_parser(name, help=help, description=help)
+        group.set_defaults(handler=handler)
+        inner = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+        for verb, (arg, text) in actions.items():
+            v = inner.add_parser(verb, help=text, description=text)
+            if arg:
+                v.add_argument(arg, help=f"{'job id' if arg == 'id' else 'model name'}")
+            v.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)),
+                           help="YAML config (default: %(default)s)")
+
+    verbs("jobs", cmd_jobs, "list, watch and control fine-tuning jobs", {
+        "list": (None, "every job started from this output_dir, with its current status"),
+        "show": ("id", "one job's status, model, hyperparameters, files and error"),
+        "events": ("id", "the job's log, oldest first"),
+        "wait": ("id", "watch the job until it ends, then save its results"),
+        "cancel": ("id", "cancel the job"),
+        "pause": ("id", "pause a running job"),
+        "resume": ("id", "resume a paused job"),
+        "checkpoints": ("id", "the job's checkpoints with their metrics"),
+        "results": ("id", "save the result CSV and a loss/accuracy plot beside the dataset version"),
+    })
+    verbs("models", cmd_models, "manage fine-tuned models", {"delete": ("name", "delete a fine-tuned model")})
+    e = command("evaluate", cmd_evaluate, "ask the base and the tuned model the test questions; write a report")
+    e.add_argument("--model", required=True, help="the fine-tuned model (ft:…)")
+    e.add_argument("--base", help="model to compare with (default: the tuned model's base)")
+    e.add_argument("--dataset", help="version folder, version name or latest (default: the model's job's version)")
     v.add_argument("--format", choices=FORMATS,
                    help="line format (default: the model's for babbage/davinci, else detected from the first line)")
     rv = sub.add_parser("review", help="feed a reviewer's decisions back into later builds",

@@ -1,0 +1,278 @@
+"""What the `finetune`, `jobs`, `models` and `evaluate` commands do and print.
+
+pipeline.py declares the arguments and turns errors into one line; these handlers print through the `say`
+it passes (which masks secrets) and return the exit code. A failed or cancelled job raises JobNotSucceeded
+with the API's code, message and a hint for that code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from configs import Config
+from finetune.backend import Backend, FinetuneError, Job, JobNotSucceeded, TransientError, create_backend
+from finetune.evaluate import evaluate
+from finetune.launch import launch, resolve_dataset
+from finetune.results import results_dir, save_results
+from finetune.state import FinetuneState, JobRecord
+from finetune.watch import Progress, watch
+
+Say = Callable[[str], None]
+
+HINTS = {
+    "invalid_n_examples": "the training file needs at least 10 examples: crawl more pages, add "
+    "dataset.user_templates or lower dataset.test_fraction, then `python pipeline.py build` and finetune again",
+    "invalid_training_file": "the API could not read the training file: check it with `python pipeline.py "
+    "validate {train}`, rebuild with `python pipeline.py build` and finetune again",
+    "invalid_validation_file": "the API could not read the validation file: check it with `python pipeline.py "
+    "validate {test}`, rebuild with `python pipeline.py build` and finetune again",
+    "invalid_file_format": "the file is not JSONL the API accepts: check it with `python pipeline.py validate "
+    "{train}`",
+    "model_not_available": "this model can no longer be fine-tuned: choose another `model` in the config",
+    "insufficient_quota": "the account is out of quota: raise the limit in the platform's billing settings, then "
+    "finetune again",
+    "exceeded_quota": "the account is out of quota: raise the limit in the platform's billing settings, then "
+    "finetune again",
+}
+DEFAULT_HINT = "the job's log says more: `python pipeline.py jobs events {job}`"
+
+
+def hint(code: str | None, job_id: str, version_dir: str | None) -> str:
+    folder = Path(version_dir) if version_dir else Path("<dataset version>")
+    return HINTS.get(code or "", DEFAULT_HINT).format(train=folder / "train.jsonl", test=folder / "test.jsonl",
+                                                      job=job_id)
+
+
+def _when(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _hyper(job: Job) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(job.hyperparameters.items())) or "defaults"
+
+
+def _backend_for(config: Config, state: FinetuneState, job_id: str) -> tuple[Backend, JobRecord | None]:
+    record = state.job(job_id)
+    return create_backend(config.finetune, provider=record.provider if record else None), record
+
+
+# --------------------------------------------------------------------------------------------------
+# finetune
+
+
+def cmd_finetune(config: Config, *, dataset: str, wait: bool, force: bool, config_arg: str, say: Say) -> int:
+    launched = launch(config, dataset=dataset, force=force, say=say)
+    job = launched.job
+    if launched.existing:
+        say(f"{launched.dataset.label} already has job {job.id} ({job.status}"
+            + (f", {job.fine_tuned_model}" if job.fine_tuned_model else "")
+            + ") from the same files and settings; nothing new was started (--force starts another)")
+    else:
+        for up in launched.uploads:
+            if up.reused:
+                say(f"  {up.path.name}: already uploaded as {up.file.id}, not sent again")
+        say(f"created job {job.id} on {job.provider}: {job.model}, {_hyper(job)}"
+            + (f", suffix {job.suffix}" if job.suffix else ""))
+    if not wait:
+        if not job.terminal:
+            say(f"  follow it: python pipeline.py jobs wait {job.id} --config {config_arg}")
+        return 0
+    backend = create_backend(config.finetune, provider=job.provider)
+    return _wait(config, backend, job.id, config_arg=config_arg, say=say)
+
+
+# --------------------------------------------------------------------------------------------------
+# waiting
+
+
+class _Printer:
+    """Prints what changed since the last poll: new log lines, then status with step and losses."""
+
+    def __init__(self, say: Say):
+        self.say = say
+        self.last: tuple | None = None
+
+    def __call__(self, p: Progress) -> None:
+        for event in p.events:
+            if event.type != "metrics":
+                self.say(f"  {event.level + ': ' if event.level not in ('info', '') else ''}{event.message}")
+        parts = []
+        if p.step is not None:
+            parts.append(f"step {p.step}/{p.total_steps}" if p.total_steps else f"step {p.step}")
+        if p.train_loss is not None:
+            parts.append(f"train loss {p.train_loss:.4f}")
+        if p.valid_loss is not None:
+            parts.append(f"valid loss {p.valid_loss:.4f}")
+        line = " ".join([f"[{p.job.status}]", " · ".join(parts)]).strip()
+        key = (p.job.status, p.step)
+        if key != self.last:
+            self.say(line)
+            self.last = key
+
+
+def _wait(config: Config, backend: Backend, job_id: str, *, config_arg: str, say: Say) -> int:
+    def retry(exc: TransientError, delay: float) -> None:
+        say(f"  {exc}; trying again in {delay:g}s")
+
+    with FinetuneState(config.output_dir) as state:
+        try:
+            job = watch(backend, job_id, poll_interval=config.finetune.poll_interval, on_progress=_Printer(say),
+                        on_retry=retry, state=state)
+        except KeyboardInterrupt:
+            say(f"stopped watching; job {job_id} keeps running. Watch it again with: "
+                f"python pipeline.py jobs wait {job_id} --config {config_arg}")
+            return 130
+        record = state.job(job_id)
+    return _finish(config, backend, job, record, config_arg=config_arg, say=say)
+
+
+def _finish(config: Config, backend: Backend, job: Job, record: JobRecord | None, *, config_arg: str,
+            say: Say) -> int:
+    if job.status == "succeeded":
+        tokens = f" ({job.trained_tokens:,} trained tokens)" if job.trained_tokens else ""
+        say(f"succeeded: {job.fine_tuned_model}{tokens}")
+        if job.result_files:
+            _print_results(config, backend, job, record, say)
+        say(f"  compare it with the base model: python pipeline.py evaluate --model {job.fine_tuned_model} "
+            f"--config {config_arg}")
+        return 0
+    if job.status == "failed":
+        code = job.error.code if job.error else None
+        message = job.error.message if job.error else "no error message"
+        raise JobNotSucceeded(f"job {job.id} failed: {code or 'no code'}: {message} — hint: "
+                              f"{hint(code, job.id, record.version_dir if record else None)}", job)
+    if job.status == "cancelled":
+        raise JobNotSucceeded(f"job {job.id} was cancelled; start a new one with `python pipeline.py finetune "
+                              f"--config {config_arg}`", job)
+    say(f"job {job.id} is {job.status}: continue it with `python pipeline.py jobs resume {job.id} --config "
+        f"{config_arg}`, then `python pipeline.py jobs wait {job.id} --config {config_arg}`")
+    return 0
+
+
+def _print_results(config: Config, backend: Backend, job: Job, record: JobRecord | None, say: Say) -> None:
+    dest = results_dir(Path(record.version_dir) if record and record.version_dir else None, config.output_dir,
+                       job.id)
+    results = save_results(backend, job, dest, dataset=f"{record.dataset} {record.version}" if record else None)
+    final = " · ".join(f"{k} {v:.4f}" for k, v in results.final.items())
+    say(f"  results: {results.csv} and plot {results.plot}")
+    if final:
+        say(f"  final: {final}")
+
+
+# --------------------------------------------------------------------------------------------------
+# jobs
+
+
+def cmd_jobs(config: Config, *, verb: str, job_id: str | None, config_arg: str, say: Say) -> int:
+    with FinetuneState(config.output_dir) as state:
+        if verb == "list":
+            return _list_jobs(config, state, say)
+        assert job_id is not None
+        backend, record = _backend_for(config, state, job_id)
+    if verb == "wait":
+        return _wait(config, backend, job_id, config_arg=config_arg, say=say)
+    with FinetuneState(config.output_dir) as state:
+        if verb == "events":
+            for e in backend.list_events(job_id):
+                say(f"{_when(e.created_at)}  {e.level:<5}  {e.message}")
+            return 0
+        if verb == "checkpoints":
+            checkpoints = backend.list_checkpoints(job_id)
+            if not checkpoints:
+                say(f"job {job_id} has no checkpoints yet (they are made at the last epochs)")
+            for c in checkpoints:
+                metrics = " · ".join(f"{k} {c.metrics[k]:.4f}" for k in
+                                     ("train_loss", "valid_loss", "valid_mean_token_accuracy") if k in c.metrics)
+                say(f"step {c.step:>6}  {c.model}" + (f"  {metrics}" if metrics else ""))
+            return 0
+        if verb == "results":
+            job = backend.get_job(job_id)
+            state.update_job(job)
+            _print_results(config, backend, job, record, say)
+            return 0
+        action = {"show": backend.get_job, "cancel": backend.cancel_job, "pause": backend.pause_job,
+                  "resume": backend.resume_job}[verb]
+        job = action(job_id)
+        state.update_job(job)
+        if verb == "show":
+            _show(job, record, say)
+        else:
+            say(f"job {job.id} is now {job.status}")
+        return 0
+
+
+def _list_jobs(config: Config, state: FinetuneState, say: Say) -> int:
+    records = state.jobs()
+    if not records:
+        say("no fine-tuning jobs recorded yet; start one with `python pipeline.py finetune`")
+        return 0
+    backends: dict[str, Backend] = {}
+    for r in records:
+        status, model = r.status, r.fine_tuned_model
+        if status not in ("succeeded", "failed", "cancelled"):
+            backend = backends.get(r.provider) or create_backend(config.finetune, provider=r.provider)
+            backends[r.provider] = backend
+            job = backend.get_job(r.job_id)
+            state.update_job(job)
+            status, model = job.status, job.fine_tuned_model
+        say(f"{r.job_id}  {status:<16} {r.provider:<7} {r.dataset or '-'} {r.version or '-':<6} "
+            f"{model or r.model}  {r.created_at[:19].replace('T', ' ')}")
+    return 0
+
+
+def _show(job: Job, record: JobRecord | None, say: Say) -> None:
+    say(f"job {job.id} ({job.provider}): {job.status}")
+    if record:
+        say(f"  dataset: {record.dataset} {record.version} ({record.version_dir})")
+    say(f"  model: {job.model}" + (f" → {job.fine_tuned_model}" if job.fine_tuned_model else ""))
+    say(f"  hyperparameters: {_hyper(job)}" + (f"; seed {job.seed}" if job.seed is not None else "")
+        + (f"; suffix {job.suffix}" if job.suffix else ""))
+    say(f"  files: training {job.training_file}" + (f", validation {job.validation_file}" if job.validation_file
+                                                    else "") + (f", results {', '.join(job.result_files)}"
+                                                                if job.result_files else ""))
+    say(f"  created {_when(job.created_at)} · finished {_when(job.finished_at)}"
+        + (f" · {job.trained_tokens:,} trained tokens" if job.trained_tokens else ""))
+    if job.error:
+        say(f"  error: {job.error.code or 'no code'}: {job.error.message}")
+        say(f"  hint: {hint(job.error.code, job.id, record.version_dir if record else None)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# models and evaluate
+
+
+def cmd_models_delete(config: Config, *, name: str, say: Say) -> int:
+    with FinetuneState(config.output_dir) as state:
+        record = state.job_for_model(name)
+    backend = create_backend(config.finetune, provider=record.provider if record else None)
+    if not backend.delete_model(name):
+        raise FinetuneError(f"the API did not delete {name}")
+    say(f"deleted model {name}")
+    return 0
+
+
+def base_of(model: str) -> str | None:
+    """`ft:<base>:org:suffix:id` (or a checkpoint of it) → <base>."""
+    return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else None
+
+
+def cmd_evaluate(config: Config, *, model: str, base: str | None, dataset: str | None, say: Say) -> int:
+    with FinetuneState(config.output_dir) as state:
+        record = state.job_for_model(model)
+    if dataset is None and record is not None and record.version_dir and Path(record.version_dir).is_dir():
+        dataset = record.version_dir
+    ds = resolve_dataset(config, dataset or "latest")
+    base = base or base_of(model) or config.model
+    backend = create_backend(config.finetune, provider=record.provider if record else None)
+    ev_cfg = config.finetune.evaluation
+    say(f"asking {base} (base) and {model} (tuned) the test questions of {ds.label} "
+        f"(temperature {ev_cfg.temperature:g}, {ev_cfg.concurrency} at a time)")
+    ev = evaluate(backend, ds, model=model, base=base, temperature=ev_cfg.temperature,
+                  concurrency=ev_cfg.concurrency, max_tokens=ev_cfg.max_tokens, max_examples=ev_cfg.max_examples)
+    say(f"evaluated {len(ev.rows)} questions; mean score (token F1 against the reference answer): "
+        f"base {ev.mean('base'):.3f} · tuned {ev.mean('tuned'):.3f}")
+    say(f"  report: {ev.html}")
+    say(f"  answers: {ev.jsonl}")
+    return 0

@@ -1,0 +1,214 @@
+"""`finetune`: check a dataset version locally, upload its files once, and create the job.
+
+Everything that can refuse does so before the first byte leaves the machine: format errors, fewer than 10
+train examples, examples over the model's limit, a retired model or OpenAI's end of new jobs, a missing
+approval. Uploads are keyed by sha256 in the state, so the same content is uploaded once per account, and
+re-running `finetune` on an unchanged dataset finds the job it already started instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from configs import Config
+from finetune.backend import Backend, Job, JobRequest, Refused, RemoteFile, create_backend
+from finetune.state import FinetuneState, JobRecord
+from transforms import model_registry
+from transforms.build import datasets_root
+from transforms.review import is_approved
+from transforms.tokens import TokenCounter
+from transforms.validate import FORMATS, Report, validate_file
+from transforms.write import resolve_version, sha256_file
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset version on disk, as `finetune` and `evaluate` use it."""
+
+    dir: Path
+    name: str
+    version: str
+    manifest: dict[str, Any]
+
+    @property
+    def train(self) -> Path:
+        return self.dir / "train.jsonl"
+
+    @property
+    def test(self) -> Path:
+        return self.dir / "test.jsonl"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def resolve_dataset(config: Config, which: str = "latest") -> Dataset:
+    """'latest', a version name ('v0003') or a version folder."""
+    root = datasets_root(config)
+    found = resolve_version(root, which)
+    if found is None or not (found / "train.jsonl").is_file():
+        where = f"{root}/{which}" if which != "latest" and not Path(which).is_absolute() else which
+        raise Refused(f"no dataset version with a train.jsonl at {where}; build one with "
+                      "`python pipeline.py build` or pass --dataset DIR|latest")
+    found = found.resolve()
+    manifest_path = found / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    return Dataset(found, manifest.get("dataset") or found.parent.name, manifest.get("version") or found.name, manifest)
+
+
+@dataclass
+class Checked:
+    spec: model_registry.ModelSpec
+    train: Report
+    test: Report | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _summary(report: Report, *, skip: tuple[str, ...] = ()) -> str:
+    parts = []
+    for category, n in sorted(report.errors.items()):
+        if category in skip:
+            continue
+        lines = ", ".join(str(line) for line in report.first_lines.get(category, []) if line)
+        parts.append(f"{category} {n}" + (f" (lines {lines})" if lines else ""))
+    return "; ".join(parts)
+
+
+def check_dataset(config: Config, ds: Dataset) -> Checked:
+    """Every local refusal; returns the validation reports and warnings when the dataset may be sent."""
+    spec, warnings = model_registry.check(config.model)
+    on = model_registry.today()
+    if config.finetune.provider == "openai" and on >= model_registry.NEW_JOBS_END:
+        raise Refused(f"OpenAI accepts no new fine-tuning jobs since {model_registry.NEW_JOBS_END.isoformat()}; "
+                      "the dataset stays usable with another backend")
+    built_for = ds.manifest.get("model")
+    if built_for and built_for != spec.name:
+        warnings.append(f"{ds.label} was built for {built_for}; checking it against {spec.name}'s limits")
+    counter = TokenCounter(spec.encoding)
+    epochs = config.finetune.n_epochs if config.finetune.n_epochs != "auto" else None
+    fmt = ds.manifest.get("format") if ds.manifest.get("format") in FORMATS else None
+    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt)
+    if train.format == "preference":
+        raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
+                      "chat or prompt/completion examples")
+    if not train.ok:
+        few = "insufficient_examples" in train.errors
+        raise Refused(
+            f"{ds.train} cannot be fine-tuned: "
+            + (f"{train.examples} train examples, fewer than the 10 the API requires; " if few else "")
+            + (f"{_summary(train, skip=('insufficient_examples',))}; " if len(train.errors) > few else "")
+            + f"nothing was uploaded. Details: `python pipeline.py validate {ds.train} --model {spec.name}`; "
+            "fix the config and rebuild with `python pipeline.py build`"
+        )
+    test = None
+    if ds.test.is_file() and ds.test.stat().st_size > 0:
+        test = validate_file(ds.test, spec, counter, fmt=train.format)
+        problems = _summary(test, skip=("insufficient_examples",))
+        if problems:
+            raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "
+                          f"Details: `python pipeline.py validate {ds.test} --model {spec.name}`")
+    _check_approval(config, ds)
+    return Checked(spec, train, test, warnings)
+
+
+def _check_approval(config: Config, ds: Dataset) -> None:
+    """With finetune.require_approval, only a version approved by a person (and unchanged since) goes out."""
+    if config.finetune.require_approval and not is_approved(config, ds.dir):
+        raise Refused(f"{ds.label} is not approved and finetune.require_approval is on; review "
+                      f"{ds.dir / 'report.html'}, then run `python pipeline.py approve {ds.version}`; "
+                      "nothing was uploaded")
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path
+    file: RemoteFile
+    reused: bool
+
+
+@dataclass
+class Launched:
+    dataset: Dataset
+    checked: Checked
+    job: Job
+    uploads: list[Upload]
+    existing: JobRecord | None = None  # set when an equal job was already running or done
+
+
+def job_request(config: Config, ds: Dataset, spec: model_registry.ModelSpec) -> dict[str, Any]:
+    """The request apart from file ids, as stored with the job and hashed to recognise a repeat."""
+    ft = config.finetune
+    return {
+        "model": spec.name,
+        "hyperparameters": {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
+                            "learning_rate_multiplier": ft.learning_rate_multiplier},
+        "suffix": ft.suffix,
+        "seed": ft.seed,
+        "metadata": {"dataset": ds.name, "dataset_version": ds.version},
+        "wandb": ft.wandb.model_dump(exclude_none=True) if ft.wandb else None,
+    }
+
+
+def ensure_uploaded(backend: Backend, state: FinetuneState, path: Path, digest: str, filename: str,
+                    say: Say) -> Upload:
+    """The file id for this content in this account: reused when it still exists remotely, else uploaded."""
+    known = state.find_upload(backend.scope, digest)
+    if known:
+        remote = backend.get_file(known)
+        if remote is not None and remote.status not in ("error", "deleted"):
+            return Upload(path, remote, reused=True)
+        say(f"  {path.name}: the earlier upload {known} is gone remotely; uploading again")
+        state.forget_upload(backend.scope, digest)
+    size = path.stat().st_size
+    say(f"  uploading {path.name} as {filename} ({size:,} bytes)")
+    remote = backend.upload_file(path, filename=filename)
+    state.record_upload(backend.scope, digest, remote.id, filename, size)
+    return Upload(path, remote, reused=False)
+
+
+def launch(config: Config, *, dataset: str = "latest", force: bool = False, backend: Backend | None = None,
+           say: Say = lambda _: None) -> Launched:
+    ds = resolve_dataset(config, dataset)
+    checked = check_dataset(config, ds)
+    train = checked.train
+    say(f"checked {ds.label} for {checked.spec.name}: train {train.examples} examples, "
+        + (f"test {checked.test.examples} (sent as the validation file)" if checked.test else "no test split")
+        + f"; {sum(train.tokens):,} tokens, at most {max(train.tokens):,} per example (limit {train.limit:,}); "
+        f"estimated training cost ${train.estimated_cost_usd:.2f} at {train.n_epochs} epochs")
+    for warning in checked.warnings:
+        say(f"  warning: {warning}")
+    backend = backend or create_backend(config.finetune)
+    digests = {"train": sha256_file(ds.train), "test": sha256_file(ds.test) if checked.test else None}
+    request = job_request(config, ds, checked.spec)
+    identity = {"scope": backend.scope, "files": digests, **request}
+    identity.pop("metadata")  # the same content in a newer version is still the same job
+    request_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    with FinetuneState(config.output_dir) as state:
+        if not force:
+            earlier = state.live_job_for(request_hash)
+            if earlier is not None:
+                job = backend.get_job(earlier.job_id)
+                state.update_job(job)
+                if job.status not in ("failed", "cancelled"):
+                    return Launched(ds, checked, job, [], existing=earlier)
+        uploads = [ensure_uploaded(backend, state, ds.train, digests["train"],
+                                   f"{ds.name}-{ds.version}-train.jsonl", say)]
+        if checked.test:
+            uploads.append(ensure_uploaded(backend, state, ds.test, digests["test"],
+                                           f"{ds.name}-{ds.version}-test.jsonl", say))
+        job = backend.create_job(JobRequest(
+            model=request["model"], training_file=uploads[0].file.id,
+            validation_file=uploads[1].file.id if len(uploads) > 1 else None,
+            hyperparameters=request["hyperparameters"], suffix=request["suffix"], seed=request["seed"],
+            metadata=request["metadata"], wandb=request["wandb"],
+        ))
+        state.record_job(job, scope=backend.scope, dataset=ds.name, version=ds.version, version_dir=ds.dir,
+                         request=request, request_hash=request_hash)
+    return Launched(ds, checked, job, uploads)

@@ -1,0 +1,147 @@
+"""Fine-tuning state in `<output_dir>/state.sqlite`, beside the crawl's pages: uploads and jobs.
+
+`ft_uploads` maps a file's sha256 to the file id it got in one account (`scope`), so the same content is
+never uploaded twice; `ft_jobs` records every job with its provider, dataset version and last seen status,
+so any later command (and any backend, including a local trainer) finds the job again. Same conventions as
+the crawl store: autocommit, one statement per transaction, WAL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crawlers.store import connect, now, state_path
+from finetune.backend import Job
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ft_uploads (
+    scope TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    PRIMARY KEY (scope, sha256)
+);
+CREATE TABLE IF NOT EXISTS ft_jobs (
+    job_id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    dataset TEXT,
+    version TEXT,
+    version_dir TEXT,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fine_tuned_model TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ft_jobs_request ON ft_jobs (request_hash, status);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    provider: str
+    scope: str
+    dataset: str | None
+    version: str | None
+    version_dir: str | None
+    model: str
+    request: dict[str, Any]
+    request_hash: str
+    status: str
+    fine_tuned_model: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: str
+    updated_at: str
+
+
+_JOB_COLUMNS = ", ".join(JobRecord.__dataclass_fields__)
+
+
+class FinetuneState:
+    def __init__(self, output_dir: Path):
+        self.path = state_path(output_dir)
+        self.db = connect(self.path)
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "FinetuneState":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- uploads
+
+    def find_upload(self, scope: str, sha256: str) -> str | None:
+        row = self.db.execute("SELECT file_id FROM ft_uploads WHERE scope = ? AND sha256 = ?",
+                              (scope, sha256)).fetchone()
+        return row[0] if row else None
+
+    def record_upload(self, scope: str, sha256: str, file_id: str, filename: str, size: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO ft_uploads (scope, sha256, file_id, filename, bytes, uploaded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (scope, sha256, file_id, filename, size, now()))
+
+    def forget_upload(self, scope: str, sha256: str) -> None:
+        self.db.execute("DELETE FROM ft_uploads WHERE scope = ? AND sha256 = ?", (scope, sha256))
+
+    # ---- jobs
+
+    def record_job(self, job: Job, *, scope: str, dataset: str | None, version: str | None,
+                   version_dir: Path | None, request: dict[str, Any], request_hash: str) -> None:
+        stamp = now()
+        self.db.execute(
+            f"INSERT OR REPLACE INTO ft_jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(JobRecord.__dataclass_fields__))})",
+            (job.id, job.provider, scope, dataset, version, str(version_dir) if version_dir else None, job.model,
+             json.dumps(request, sort_keys=True), request_hash, job.status, job.fine_tuned_model,
+             job.error.code if job.error else None, job.error.message if job.error else None, stamp, stamp),
+        )
+
+    def update_job(self, job: Job) -> None:
+        """Store the latest status seen (a job created elsewhere is not recorded)."""
+        self.db.execute(
+            "UPDATE ft_jobs SET status = ?, fine_tuned_model = ?, error_code = ?, error_message = ?, updated_at = ? "
+            "WHERE job_id = ?",
+            (job.status, job.fine_tuned_model, job.error.code if job.error else None,
+             job.error.message if job.error else None, now(), job.id),
+        )
+
+    def job(self, job_id: str) -> JobRecord | None:
+        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM ft_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def jobs(self) -> list[JobRecord]:
+        rows = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM ft_jobs ORDER BY created_at, job_id").fetchall()
+        return [self._record(r) for r in rows]
+
+    def job_for_model(self, model: str) -> JobRecord | None:
+        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM ft_jobs WHERE fine_tuned_model = ? "
+                              "ORDER BY created_at DESC LIMIT 1", (model,)).fetchone()
+        return self._record(row) if row else None
+
+    def live_job_for(self, request_hash: str) -> JobRecord | None:
+        """The newest job made from the same request that did not fail or get cancelled."""
+        row = self.db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM ft_jobs WHERE request_hash = ? AND status NOT IN ('failed', 'cancelled') "
+            "ORDER BY created_at DESC LIMIT 1", (request_hash,)).fetchone()
+        return self._record(row) if row else None
+
+    @staticmethod
+    def _record(row: tuple) -> JobRecord:
+        values = dict(zip(JobRecord.__dataclass_fields__, row))
+        values["request"] = json.loads(values["request"])
+        return JobRecord(**values)
