@@ -149,6 +149,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_finetune(_config(args), dataset=args.dataset, wait=args.wait, force=args.force,
+                            config_arg=args.config, say=say)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_jobs(_config(args), verb=args.verb, job_id=getattr(args, "id", None), config_arg=args.config,
+                        say=say)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_models_delete(_config(args), name=args.name, say=say)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_evaluate(_config(args), model=args.model, base=args.base, dataset=args.dataset, say=say)
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     from crawlers.store import state_path
     from transforms.review import apply_review, resolve
@@ -183,32 +209,6 @@ def cmd_approve(args: argparse.Namespace) -> int:
     say(f"approved {record['dataset']} {record['version']}: {c['train']} train / {c['test']} test examples, "
         f"manifest sha256 {record['manifest_sha256'][:12]}… (by {record['approved_by'] or 'unknown'})")
     return 0
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from finetune import cli
-
-    return cli.cmd_finetune(_config(args), dataset=args.dataset, wait=args.wait, force=args.force,
-                            config_arg=args.config, say=say)
-
-
-def cmd_jobs(args: argparse.Namespace) -> int:
-    from finetune import cli
-
-    return cli.cmd_jobs(_config(args), verb=args.verb, job_id=getattr(args, "id", None), config_arg=args.config,
-                        say=say)
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from finetune import cli
-
-    return cli.cmd_models_delete(_config(args), name=args.name, say=say)
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from finetune import cli
-
-    return cli.cmd_evaluate(_config(args), model=args.model, base=args.base, dataset=args.dataset, say=say)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -247,6 +247,18 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("file", help="the .jsonl file to check")
     v.add_argument("--model", help="model whose format and limits apply (default: the config's)")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    v.add_argument("--format", choices=FORMATS,
+                   help="line format (default: the model's for babbage/davinci, else detected from the first line)")
+    rv = sub.add_parser("review", help="feed a reviewer's decisions back into later builds",
+                        description="feed a reviewer's decisions back into later builds")
+    rv.set_defaults(handler=cmd_review)
+    rv_verbs = rv.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ra = rv_verbs.add_parser("apply", help="store the decisions (exclude, keep or an edited answer) of a review.csv",
+                             description="store the decisions (exclude, keep or an edited answer) of a review.csv")
+    ra.add_argument("file", help="a review.csv with the decision column filled in")
+    ra.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
+    ap = command("approve", cmd_approve, "mark a dataset version approved for fine-tuning")
+    ap.add_argument("version", help="version name (v0003), latest, or the version's folder")
     f = command("finetune", cmd_finetune, "check a dataset version, upload it once and start a fine-tuning job")
     f.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")
     f.add_argument("--wait", action="store_true", help="watch the job until it ends; Ctrl-C leaves it running")
@@ -281,18 +293,6 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="the fine-tuned model (ft:…)")
     e.add_argument("--base", help="model to compare with (default: the tuned model's base)")
     e.add_argument("--dataset", help="version folder, version name or latest (default: the model's job's version)")
-    v.add_argument("--format", choices=FORMATS,
-                   help="line format (default: the model's for babbage/davinci, else detected from the first line)")
-    rv = sub.add_parser("review", help="feed a reviewer's decisions back into later builds",
-                        description="feed a reviewer's decisions back into later builds")
-    rv.set_defaults(handler=cmd_review)
-    rv_verbs = rv.add_subparsers(dest="verb", required=True, metavar="VERB")
-    ra = rv_verbs.add_parser("apply", help="store the decisions (exclude, keep or an edited answer) of a review.csv",
-                             description="store the decisions (exclude, keep or an edited answer) of a review.csv")
-    ra.add_argument("file", help="a review.csv with the decision column filled in")
-    ra.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
-    ap = command("approve", cmd_approve, "mark a dataset version approved for fine-tuning")
-    ap.add_argument("version", help="version name (v0003), latest, or the version's folder")
     return top
 
 
