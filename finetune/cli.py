@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from configs import Config
-from finetune.backend import Backend, FinetuneError, Job, JobNotSucceeded, TransientError, create_backend
+from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, JobNotSucceeded, TransientError,
+                              create_backend)
 from finetune.evaluate import evaluate
 from finetune.launch import launch, resolve_dataset
 from finetune.results import results_dir, save_results
@@ -210,15 +211,19 @@ def _list_jobs(config: Config, state: FinetuneState, say: Say) -> int:
         return 0
     backends: dict[str, Backend] = {}
     for r in records:
-        status, model = r.status, r.fine_tuned_model
-        if status not in ("succeeded", "failed", "cancelled"):
+        status, model, note = r.status, r.fine_tuned_model, ""
+        if status not in TERMINAL:
             backend = backends.get(r.provider) or create_backend(config.finetune, provider=r.provider)
             backends[r.provider] = backend
-            job = backend.get_job(r.job_id)
-            state.update_job(job)
-            status, model = job.status, job.fine_tuned_model
+            try:
+                job = backend.get_job(r.job_id)
+            except ApiError as exc:
+                note = f"  (last seen; now: {exc})"
+            else:
+                state.update_job(job)
+                status, model = job.status, job.fine_tuned_model
         say(f"{r.job_id}  {status:<16} {r.provider:<7} {r.dataset or '-'} {r.version or '-':<6} "
-            f"{model or r.model}  {r.created_at[:19].replace('T', ' ')}")
+            f"{model or r.model}  {r.created_at[:19].replace('T', ' ')}{note}")
     return 0
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from configs import Config
-from finetune.backend import Backend, Job, JobRequest, Refused, RemoteFile, create_backend
+from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile, create_backend
 from finetune.state import FinetuneState, JobRecord
 from transforms import model_registry
 from transforms.build import datasets_root
@@ -142,6 +142,12 @@ class Launched:
     existing: JobRecord | None = None  # set when an equal job was already running or done
 
 
+def job_placeholder(record: JobRecord) -> Job:
+    """A Job built from the state alone, for a job the backend no longer knows."""
+    return Job(id=record.job_id, provider=record.provider, model=record.model, status=record.status,
+               fine_tuned_model=record.fine_tuned_model)
+
+
 def job_request(config: Config, ds: Dataset, spec: model_registry.ModelSpec) -> dict[str, Any]:
     """The request apart from file ids, as stored with the job and hashed to recognise a repeat."""
     ft = config.finetune
@@ -194,7 +200,13 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
         if not force:
             earlier = state.live_job_for(request_hash)
             if earlier is not None:
-                job = backend.get_job(earlier.job_id)
+                try:
+                    job = backend.get_job(earlier.job_id)
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    say(f"  the earlier job {earlier.job_id} no longer exists remotely; starting a new one")
+                    job = replace(job_placeholder(earlier), status="cancelled")
                 state.update_job(job)
                 if job.status not in ("failed", "cancelled"):
                     return Launched(ds, checked, job, [], existing=earlier)

@@ -280,6 +280,16 @@ def test_a_failed_job_does_not_block_a_new_one(project, capsys):
     assert len(project.fake.find_requests("POST", "/v1/fine_tuning/jobs")) == 2
 
 
+def test_a_recorded_job_unknown_to_the_api_does_not_block_a_new_one(project, capsys):
+    assert project.run("finetune") == 0
+    gone = the_job(project.fake).id
+    del project.fake.jobs[gone]
+    capsys.readouterr()
+    assert project.run("finetune") == 0
+    assert f"the earlier job {gone} no longer exists remotely; starting a new one" in capsys.readouterr().out
+    assert len(project.fake.find_requests("POST", "/v1/fine_tuning/jobs")) == 2
+
+
 def test_a_file_deleted_remotely_is_uploaded_again(project, capsys):
     assert project.run("finetune") == 0
     train_id = the_job(project.fake).training_file

@@ -25,6 +25,15 @@ def test_jobs_list_shows_every_recorded_job_with_its_current_status(project, job
     assert "gpt-4o-mini-2024-07-18" in line
 
 
+def test_jobs_list_keeps_listing_when_one_job_cannot_be_refreshed(project, job, capsys):  # noqa: F811
+    del project.fake.jobs[job.id]
+    assert project.run("jobs", "list") == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{job.id}  validating_files ")
+    assert line.endswith(f"(last seen; now: looking up job {job.id} failed (HTTP 404, fine_tuning_job_not_found, "
+                         f"param fine_tuning_job_id): No such fine-tuning job: {job.id}.)")
+
+
 def test_jobs_list_without_jobs_says_how_to_start_one(project, capsys):  # noqa: F811
     assert project.run("jobs", "list") == 0
     assert capsys.readouterr().out == "no fine-tuning jobs recorded yet; start one with `python pipeline.py finetune`\n"
