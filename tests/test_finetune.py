@@ -446,3 +446,26 @@ def test_api_key_never_appears_in_output_files_or_errors(project, capsys, monkey
     for path in project.root.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_readme_documents_every_finetune_key_and_every_jobs_verb():
+    import argparse
+
+    from configs import EvaluationConfig, FinetuneConfig
+    from pipeline import parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for name in set(FinetuneConfig.model_fields) - {"evaluation"}:
+        assert f"`finetune.{name}`" in readme, name
+    for name in EvaluationConfig.model_fields:
+        assert f"`finetune.evaluation.{name}`" in readme, name
+
+    def verbs(p: argparse.ArgumentParser) -> dict:
+        return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    commands = verbs(parser())
+    for command in ("finetune", "jobs", "models", "evaluate"):
+        assert f"`python pipeline.py {command}" in readme, command
+    jobs_row = next(line for line in readme.splitlines() if line.startswith("| `python pipeline.py jobs "))
+    for verb in verbs(commands["jobs"]):
+        assert verb in jobs_row, verb
