@@ -200,3 +200,30 @@ def test_models_delete_removes_a_fine_tuned_model_and_refuses_a_base_model(proje
     err = capsys.readouterr().err
     assert err.startswith("error: deleting model gpt-4o-mini failed (HTTP 403, insufficient_permissions): "
                           "You have insufficient permissions to delete model gpt-4o-mini")
+
+
+def test_polling_retries_timeouts_with_a_doubling_delay_then_gives_up_with_the_error():
+    from finetune.backend import Job, TransientError
+    from finetune.watch import POLL_RETRIES, watch
+
+    class Flaky:
+        def __init__(self, failures: int):
+            self.failures = failures
+
+        def get_job(self, job_id):
+            if self.failures:
+                self.failures -= 1
+                raise TransientError("looking up job ftjob-1 failed: no answer within 60s after 2 retries")
+            return Job(id=job_id, provider="openai", model="m", status="succeeded")
+
+        def list_events(self, job_id, since=None, limit=None):
+            return []
+
+    sleeps, retries = [], []
+    job = watch(Flaky(3), "ftjob-1", poll_interval=2, on_progress=lambda p: None, sleep=sleeps.append,
+                on_retry=lambda exc, delay: retries.append(delay))
+    assert job.status == "succeeded" and sleeps == retries == [2, 4, 8]
+
+    with pytest.raises(TransientError, match="no answer within 60s"):
+        watch(Flaky(POLL_RETRIES), "ftjob-1", poll_interval=40, on_progress=lambda p: None, sleep=sleeps.append)
+    assert sleeps[3:] == [40, 60, 60, 60, 60]  # capped at a minute
