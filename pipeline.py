@@ -17,6 +17,10 @@ from typing import Any, Callable
 from configs import DEFAULT_CONFIG, Config, ConfigError, load_config
 from crawlers.crawl import CrawlError, SourceReport, crawl
 from finetune.backend import FinetuneError
+from ops import logs
+from ops.lock import LockHeld
+from ops.run import build_counts, crawl_counts, recorded
+from ops.schedule import ScheduleError
 from transforms import model_registry
 from transforms.build import BuildError, BuildResult, build
 from transforms.tokens import EncodingFileError, TokenCounter
@@ -26,6 +30,7 @@ from transforms.validate import CATEGORIES, FORMATS, Report, validate_file
 EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError,
                    FinetuneError)
 EXPECTED_ERRORS += (ReviewError, NotApproved)
+EXPECTED_ERRORS += (LockHeld, ScheduleError)
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
 
 
@@ -39,7 +44,7 @@ def redact(text: str) -> str:
 
 
 def say(text: str = "") -> None:
-    print(redact(text), flush=True)
+    logs.say(redact(text))  # a plain line, or a JSON log line with --log-format json
 
 
 def _relative(path: Path) -> str:
@@ -121,32 +126,156 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def _source_names(config: Config) -> list[str]:
+    return [s.name for s in config.sources]
+
+
+def _crawl_stage(run: Any, config: Config) -> bool:
+    """Crawl and record the counts; False when the crawl was interrupted (the run ends `interrupted`)."""
+    with logs.stage("crawl"):
+        reports = crawl(config)
+        print_crawl(reports)
+    run.record("crawl", crawl_counts(reports))
+    if any(r.interrupted for r in reports):
+        run.status = "interrupted"
+        return False
+    return True
+
+
+def _build_stage(run: Any, config: Config) -> BuildResult:
+    with logs.stage("build"):
+        result = build(config)
+        print_build(result)
+    run.record("build", build_counts(result))
+    run.set_version(result.manifest["version"])
+    return result
+
+
 def cmd_crawl(args: argparse.Namespace) -> int:
-    reports = crawl(_config(args))
-    print_crawl(reports)
-    return 130 if any(r.interrupted for r in reports) else 0
+    config = _config(args)
+    with recorded(config.output_dir, "crawl", sources=_source_names(config)) as run:
+        return 0 if _crawl_stage(run, config) else 130
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    print_build(build(_config(args)))
+    config = _config(args)
+    with recorded(config.output_dir, "build", sources=_source_names(config)) as run:
+        _build_stage(run, config)
     return 0
+
+
+def run_pipeline(config: Config, *, config_arg: str, sources: list[str] | None = None, trigger: str = "manual",
+                 schedule: str | None = None, finetune: bool = False, wait: bool = False) -> int:
+    """`run`, recorded in the ledger: crawl (every source, or only `sources`), then build from every source's
+    documents, then (with `finetune`) launch fine-tuning. Used by `run` and by the scheduler."""
+    crawled = config if sources is None else config.model_copy(
+        update={"sources": [s for s in config.sources if s.name in sources]})
+    with recorded(config.output_dir, "run", trigger=trigger, schedule=schedule,
+                  sources=_source_names(crawled)) as run:
+        if not _crawl_stage(run, crawled):
+            return 130  # the previous dataset stays as it is
+        result = _build_stage(run, config)
+        if finetune:
+            from finetune import cli
+
+            with logs.stage("finetune"):
+                code = cli.cmd_finetune(config, dataset=str(result.version_dir), wait=wait, force=False,
+                                        config_arg=config_arg, say=say)
+            _note_job(run, config, result)
+            if code:
+                run.status, run.error = "failed", f"fine-tuning ended with exit code {code}"
+            return code
+        say(f"upload skipped: fine-tuning is launched by `python pipeline.py finetune --config {config_arg}`")
+        return 0
+
+
+def _note_job(run: Any, config: Config, result: BuildResult) -> None:
+    """The ledger's job id: the newest job of the version this run built (the fine-tuning stage may also set
+    it itself through `ops.ledger.note_job`)."""
+    from finetune.state import FinetuneState
+
+    with FinetuneState(config.output_dir) as state:
+        mine = Path(result.version_dir).resolve()
+        jobs = [j for j in state.jobs() if j.version_dir and Path(j.version_dir).resolve() == mine]
+    if jobs:
+        run.set_job(max(jobs, key=lambda j: j.created_at).job_id)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args)
-    reports = crawl(config)
-    print_crawl(reports)
-    if any(r.interrupted for r in reports):
-        return 130  # the previous dataset stays as it is
-    result = build(config)
-    print_build(result)
-    if args.finetune:
-        from finetune import cli
+    return run_pipeline(_config(args), config_arg=args.config, finetune=args.finetune, wait=args.wait)
 
-        return cli.cmd_finetune(config, dataset=str(result.version_dir), wait=args.wait, force=False,
-                                config_arg=args.config, say=say)
-    say(f"upload skipped: fine-tuning is launched by `python pipeline.py finetune --config {args.config}`")
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ops.ledger import Ledger
+
+    config = _config(args)
+    with Ledger(config.output_dir) as ledger:
+        if args.verb == "show":
+            if args.id is None:
+                raise ConfigError("which run? pass its id: python pipeline.py runs show ID (ids: python pipeline.py runs)")
+            record = ledger.get(args.id)
+            if record is None:
+                raise ConfigError(f"no run {args.id} in {config.output_dir}; list them: python pipeline.py runs "
+                                  f"--config {args.config}")
+            print_run(record)
+            return 0
+        if args.verb is not None or args.id is not None:
+            raise ConfigError("use `python pipeline.py runs [--limit N]` or `python pipeline.py runs show ID`")
+        records = ledger.list(args.limit)
+    if not records:
+        say(f"no runs recorded in {config.output_dir} yet")
+    for r in records:
+        duration = _duration(r.started_at, r.finished_at)
+        say(f"{r.id:>5}  {r.status:<11} {r.trigger:<8} {r.command:<6} {r.started_at[:19].replace('T', ' ')}  "
+            f"{duration:>8}  {r.dataset_version or '-':<6} {r.job_id or '-'}"
+            + (f"  {r.error.splitlines()[0][:100]}" if r.error else ""))
     return 0
+
+
+def _duration(start: str, end: str | None) -> str:
+    from datetime import datetime
+
+    if not end:
+        return "-"
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def print_run(r: Any) -> None:
+    say(f"run {r.id}: {r.status} ({r.command}, {r.trigger}" + (f" on {r.schedule}" if r.schedule else "") + ")")
+    say(f"  started {r.started_at}, finished {r.finished_at or '-'} ({_duration(r.started_at, r.finished_at)}), "
+        f"pid {r.pid} on {r.host}")
+    say(f"  sources: {', '.join(r.sources) or '-'}")
+    say(f"  dataset version: {r.dataset_version or '-'}; fine-tuning job: {r.job_id or '-'}")
+    if r.error:
+        say(f"  error: {r.error}")
+    for source, c in (r.counts.get("crawl") or {}).items():
+        say(f"  crawl {source}: {c.get('responses', 0)} responses, new {c.get('new', 0)} · changed "
+            f"{c.get('changed', 0)} · unchanged {c.get('unchanged', 0)} · removed {c.get('removed', 0)} "
+            f"({c.get('finish_reason')})")
+    b = r.counts.get("build")
+    if b:
+        say(f"  build {b['version']}{' (unchanged)' if b.get('unchanged') else ''}: {b.get('documents')} documents → "
+            f"{b.get('examples')} examples (train {b.get('train')}, test {b.get('test')}), {b.get('tokens'):,} tokens")
+        for name, stage in (b.get("stages") or {}).items():
+            say(f"    {name}: {json.dumps(stage, ensure_ascii=False, sort_keys=True)}")
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from ops.schedule import Scheduler, plan
+
+    config = _config(args)
+    jobs = plan(config)
+    if not jobs:
+        raise ScheduleError(f"{args.config} schedules nothing; add `schedule: \"0 3 * * *\"` at the top level (every "
+                            "source) or to a source, then run this command again")
+
+    def runner(job: Any) -> int:
+        return run_pipeline(config, config_arg=args.config, sources=list(job.sources), trigger="schedule",
+                            schedule=job.expression)
+
+    scheduler = Scheduler(jobs, runner, config.output_dir)
+    return scheduler.run_due() if args.once else scheduler.serve()
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -230,11 +359,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.splitlines()[0])
+    log_help = "text: human-readable lines (default); json: one JSON object per line, for unattended runs"
+    top.add_argument("--log-format", choices=logs.FORMATS, default="text", help=log_help)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
+        p.add_argument("--log-format", choices=logs.FORMATS, default=argparse.SUPPRESS, help=log_help)
         p.set_defaults(handler=handler)
         return p
 
@@ -243,6 +375,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--wait", action="store_true", help="with --finetune: watch the job until it ends")
     command("crawl", cmd_crawl, "crawl every source into the state under output_dir")
     command("build", cmd_build, "turn the stored documents into a new dataset version")
+    rn = command("runs", cmd_runs, "list recorded runs, newest first (`runs show ID`: one run's details)")
+    rn.add_argument("verb", nargs="?", choices=["show"], help="show: the details of one run")
+    rn.add_argument("id", nargs="?", type=int, help="with show: the run's id")
+    rn.add_argument("--limit", type=int, default=20, help="how many runs to list (default: %(default)s; 0: all)")
+    sc = command("schedule", cmd_schedule, "run the pipeline on the config's cron schedules until stopped")
+    sc.add_argument("--once", action="store_true", help="run what is due now, then exit (for cron or a systemd timer)")
     v = command("validate", cmd_validate, "check a chat JSONL file as the fine-tuning API will")
     v.add_argument("file", help="the .jsonl file to check")
     v.add_argument("--model", help="model whose format and limits apply (default: the config's)")
@@ -298,13 +436,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    logs.configure(args.log_format, redact=redact)
     try:
         return args.handler(args)
     except EXPECTED_ERRORS as exc:
-        print(redact(f"error: {exc}"), file=sys.stderr)
+        logs.error(redact(f"error: {exc}"))
         return 1
     except KeyboardInterrupt:
-        print("interrupted: nothing half-written was kept; run the same command again to continue", file=sys.stderr)
+        logs.error("interrupted: nothing half-written was kept; run the same command again to continue")
         return 130
 
 

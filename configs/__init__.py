@@ -16,6 +16,7 @@ import yaml
 from cssselect import GenericTranslator, SelectorError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ops import cron
 from transforms import model_registry
 
 DEFAULT_CONFIG = Path(__file__).parent / "example.yaml"
@@ -62,6 +63,15 @@ class SourceConfig(Section):
         description="crawl a folder of HTML files (an offline export of the site) by serving it on 127.0.0.1 "
         "for the duration of the crawl; URLs keep the hosts of start_urls",
     )
+    schedule: str | None = Field(
+        None, description="cron expression on which `schedule` crawls this source (instead of the global "
+        "`schedule`), then builds; e.g. '0 * * * *' every hour"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, expression: str | None) -> str | None:
+        return cron.check(expression) if expression is not None else None
 
     @field_validator("start_urls", "sitemap_urls")
     @classmethod
@@ -123,6 +133,21 @@ class CrawlConfig(Section):
         "auto", description="auto: a live line on a terminal, else plain lines; log: plain lines; off: none"
     )
     progress_interval_seconds: float = Field(30.0, gt=0, description="seconds between plain progress lines")
+    redis_url: str | None = Field(
+        None, description="Redis shared by `crawl --worker` processes for the frontier and the URL dedup, "
+        "e.g. redis://127.0.0.1:6379/0"
+    )
+    redis_prefix: str = Field(
+        "crawl2tune", pattern=r"^[\w.:-]+$",
+        description="prefix of this project's Redis keys; give each project sharing a Redis its own",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{url!r} is not a Redis URL; use redis://HOST:PORT/DB (rediss:// for TLS)")
+        return url
 
 
 TEMPLATE_FIELDS = {"title", "category", "section", "url"}
@@ -343,6 +368,15 @@ class Config(Section):
     crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    schedule: str | None = Field(
+        None, description="cron expression on which `schedule` runs the pipeline (sources without their own "
+        "`schedule`); e.g. '0 3 * * *' every day at 03:00"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, expression: str | None) -> str | None:
+        return cron.check(expression) if expression is not None else None
 
     @field_validator("model")
     @classmethod

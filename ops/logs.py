@@ -1,0 +1,179 @@
+"""What the commands print: human-readable lines by default, one JSON object per line with `--log-format json`.
+
+A JSON line carries `ts`, `level`, `run_id` (the ledger's run, if any), `stage` (crawl, build, finetune,
+schedule, …), `message`, and `logger` for records of Python's logging. Every line is redacted (API keys
+masked) before it is written, in this process and in the crawl's child process, which learns the format and
+the run id from the environment (CRAWL2TUNE_LOG_FORMAT, CRAWL2TUNE_RUN_ID).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Callable, Iterator, TextIO
+
+FORMATS = ("text", "json")
+ENV_FORMAT = "CRAWL2TUNE_LOG_FORMAT"
+ENV_RUN = "CRAWL2TUNE_RUN_ID"
+
+_run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("crawl2tune_run_id", default=None)
+_stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("crawl2tune_stage", default=None)
+_state: dict[str, object] = {"format": "text", "redact": lambda text: text}
+
+
+def redact(text: str) -> str:
+    """Mask secrets with the redaction the CLI configured (pipeline.redact)."""
+    return _state["redact"](text)  # type: ignore[operator]
+
+
+_redact = redact
+
+
+def fmt() -> str:
+    return str(_state["format"])
+
+
+def record(message: str, level: str = "info", **extra: object) -> str:
+    """One JSON log line (without the newline)."""
+    run_id = _run_id.get()
+    if run_id is None and os.environ.get(ENV_RUN, "").isdigit():
+        run_id = int(os.environ[ENV_RUN])
+    data = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level,
+            "run_id": run_id, "stage": _stage.get(), "message": _redact(message), **extra}
+    return json.dumps(data, ensure_ascii=False)
+
+
+def say(text: str = "", level: str = "info") -> None:
+    """A line of a command's output (stdout)."""
+    if fmt() == "json":
+        if text.strip():
+            if level == "info" and text.lstrip().startswith(("warning:", "error:")):
+                level = text.lstrip().split(":", 1)[0]
+            print(record(text, level), flush=True)
+    else:
+        print(_redact(text), flush=True)
+
+
+def error(text: str) -> None:
+    """The one-line error of a failed command (stderr)."""
+    print(record(text, "error") if fmt() == "json" else _redact(text), file=sys.stderr, flush=True)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, rec: logging.LogRecord) -> str:
+        message = rec.getMessage()
+        if rec.exc_info:
+            message += "\n" + self.formatException(rec.exc_info)
+        return record(message, rec.levelname.lower(), logger=rec.name)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the `sys.stderr` of the moment (or a fixed stream), so a replaced stderr is followed."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self._fixed = stream
+        super().__init__(stream)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return self._fixed or sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO | None) -> None:
+        pass
+
+
+def configure(log_format: str = "text", *, redact: Callable[[str], str] | None = None,
+              level: int = logging.WARNING, stream: TextIO | None = None) -> None:
+    """Set the format for this process and the processes it starts; route Python's logging to stderr."""
+    if log_format not in FORMATS:
+        raise ValueError(f"unknown log format {log_format!r}; use one of {', '.join(FORMATS)}")
+    _state["format"] = log_format
+    if redact is not None:
+        _state["redact"] = redact
+    os.environ[ENV_FORMAT] = log_format
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_crawl2tune", False)]:
+        root.removeHandler(handler)
+    if log_format == "text":
+        return  # Python's own last-resort handler prints warnings as they are, as before
+    handler = _StderrHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(level)
+    handler._crawl2tune = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    if root.level > level or root.level == logging.NOTSET:
+        root.setLevel(level)
+
+
+@contextmanager
+def bound(run_id: int | None) -> Iterator[None]:
+    """Lines written inside the block (and by child processes started inside it) carry `run_id`."""
+    token = _run_id.set(run_id)
+    previous = os.environ.get(ENV_RUN)
+    if run_id is not None:
+        os.environ[ENV_RUN] = str(run_id)
+    try:
+        yield
+    finally:
+        _run_id.reset(token)
+        if previous is None:
+            os.environ.pop(ENV_RUN, None)
+        else:
+            os.environ[ENV_RUN] = previous
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    token = _stage.set(name)
+    try:
+        yield
+    finally:
+        _stage.reset(token)
+
+
+class JsonLines(io.TextIOBase):
+    """A text stream that writes every complete line it is given as a JSON log line to `target`."""
+
+    def __init__(self, target: TextIO, level: str = "info"):
+        self.target = target
+        self.level = level
+        self._buffer = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.replace("\r", "\n").split("\n")
+        for line in lines:
+            if line.strip():
+                self.target.write(record(line.strip(), self.level) + "\n")
+        self.target.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def configure_child(stage_name: str) -> bool:
+    """In a child process (the crawl): follow the parent's format. Returns True when the format is JSON, in which
+    case the caller should not let a library install its own text handler on the root logger."""
+    log_format = os.environ.get(ENV_FORMAT, "text")
+    if log_format != "json":
+        return False
+    from pipeline import redact  # one redaction for every line crawl2tune writes
+
+    _stage.set(stage_name)
+    sys.stderr = JsonLines(sys.__stderr__)  # plain lines (progress) become JSON lines too
+    configure("json", redact=redact, stream=sys.__stderr__)
+    return True
