@@ -13,29 +13,18 @@ import multiprocessing
 import os
 import re
 import signal
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from collections import Counter
-from functools import lru_cache
-from urllib.parse import urlsplit
 
-from scrapy.http import HtmlResponse
-from scrapy.linkextractors import LinkExtractor
+import lxml.html
+from lxml import etree
 
 from crawlers.encoding import decode_html
 from crawlers.extract import extract
-from crawlers.urls import clean_url
+from crawlers.links import LinkRules, link_words, page_links
 
 _WORD = re.compile(r"\w+")
-
-
-@dataclass(frozen=True)
-class LinkRules:
-    """A source's scope, in a form worker processes can receive and cache on."""
-
-    domains: tuple[str, ...]
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,31 +37,6 @@ class PageContent:
     links: list[str] = field(default_factory=list)
     link_share: float = 0.0
     """Share of the text's words that are words of the page's link texts: near 1 for navigation only."""
-
-
-def _link_value(value: str) -> str | None:
-    """Drop fragments and tracking parameters before a link is judged or followed; skip `#top` links."""
-    cleaned = clean_url(value)
-    return cleaned or None
-
-
-@lru_cache(maxsize=32)
-def link_extractor(rules: LinkRules) -> LinkExtractor:
-    """Scrapy's LinkExtractor for `rules`: include/exclude regexes on the full URL, no links to binary file
-    types (its default `deny_extensions`). Domains are checked by `in_domains`: the LinkExtractor's own
-    check compares host and port, so it rejects every link of a site on a non-default port."""
-    return LinkExtractor(allow=rules.include, deny=rules.exclude, process_value=_link_value, unique=True)
-
-
-def in_domains(url: str, domains: tuple[str, ...] | list[str]) -> bool:
-    """Whether `url`'s host is one of `domains` or a subdomain of one (as Scrapy's OffsiteMiddleware judges)."""
-    host = (urlsplit(url).hostname or "").lower()
-    return bool(host) and any(host == d or host.endswith(f".{d}") for d in (d.lower() for d in domains))
-
-
-def in_scope(url: str, rules: LinkRules) -> bool:
-    """Whether a URL found outside a page's links (a sitemap entry, a stored link) may be crawled."""
-    return in_domains(url, rules.domains) and link_extractor(rules).matches(url)
 
 
 def process_page(
@@ -90,26 +54,37 @@ def process_page(
     """
     html = decode_html(body, content_type)
     page = extract(html, url, content_selector=content_selector, category_selector=category_selector)
-    decoded = HtmlResponse(url, body=html.encode("utf-8"), encoding="utf-8")
-    links = [link.url for link in link_extractor(rules).extract_links(decoded) if in_domains(link.url, rules.domains)]
+    links: list[str] = []
+    share = 0.0
+    tree = _parse(html)
+    if tree is not None:
+        links = page_links(tree, url, rules)
+        share = _link_share(page.text, link_words(tree))
     return PageContent(
-        link_share=_link_share(page.text, decoded),
         title=page.title,
         text=page.text,
         breadcrumb=list(page.breadcrumb),
         language=page.language,
         canonical_url=page.canonical_url,
         links=links,
+        link_share=share,
     )
 
 
-def _link_share(text: str, page: HtmlResponse) -> float:
+def _parse(html: str) -> etree._Element | None:
+    try:
+        return lxml.html.document_fromstring(html)
+    except (etree.ParserError, ValueError):  # empty or not HTML at all: no links
+        return None
+
+
+def _link_share(text: str, link_text: str) -> float:
     words = Counter(_WORD.findall(text.lower()))
     total = sum(words.values())
     if not total:
         return 0.0
-    link_words = Counter(_WORD.findall(" ".join(page.xpath("//a//text()").getall()).lower()))
-    return sum(min(n, link_words[word]) for word, n in words.items()) / total
+    linked = Counter(_WORD.findall(link_text.lower()))
+    return sum(min(n, linked[word]) for word, n in words.items()) / total
 
 
 def default_workers() -> int:

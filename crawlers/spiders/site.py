@@ -35,7 +35,8 @@ from configs import SourceConfig
 from crawlers.document import Document, text_hash
 from crawlers.items import FetchedPage
 from crawlers.middlewares import RedirectLoop
-from crawlers.pages import LinkRules, PagePool, in_domains, in_scope
+from crawlers.links import LinkRules, in_domains, in_scope
+from crawlers.pages import PagePool
 from crawlers.store import PageStore, now
 from crawlers.urls import canonical_url, clean_url
 
