@@ -36,11 +36,12 @@ def _sentence(rng: random.Random) -> str:
 
 
 def synthetic_page(i: int, rng: random.Random) -> str:
-    """A markdown page of 1.5–4 KB: title, sections, paragraphs, sometimes code, a table or PII."""
+    """A markdown page of 2–8 KB (mean about 4.5 KB of UTF-8, like the bundled sample site's pages): title,
+    sections, paragraphs, sometimes code, a table or PII."""
     parts = [f"# 문서 {i}"]
-    for s in range(rng.randint(2, 5)):
+    for s in range(rng.randint(3, 7)):
         parts.append(f"## 섹션 {s}")
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(2, 4)):
             parts.append(" ".join(_sentence(rng) for _ in range(rng.randint(2, 5))))
         if rng.random() < 0.2:
             parts.append("```json\n{\"channel\": \"sync\", \"timeout\": %d}\n```" % rng.randint(1, 90))
@@ -96,7 +97,7 @@ def write_config(directory: Path) -> Path:
     config.write_text(
         "output_dir: out\nsources:\n  - name: guide\n    start_urls: ['http://guide.example.internal/']\n"
         "  - name: batch\n    start_urls: ['http://guide.example.internal/batch/']\n"
-        "dataset:\n  name: bench\n  max_tokens_per_example: 4096\n\n",
+        "dataset:\n  name: bench\n  max_tokens_per_example: 4096\n  pii: redact\n",
         encoding="utf-8",
     )
     return config

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from datasketch import MinHash
+import pytest
+from datasketch import MinHash, MinHashLSH
 
 from dataset_state import guide_pages, korean_paragraph, make_config, page, write_pages
 from transforms.build import build
-from transforms.dedup import Dedup, IntIndex, MinHasher, normalised, shingle_hashes
+from transforms.dedup import Dedup, IntIndex, MinHasher, lsh_params, normalised, shingle_hashes
 from transforms.example import Example
 from transforms.stage import run_stages
 
@@ -100,3 +101,10 @@ def test_build_lists_duplicates_in_manifest_and_dropped_file(tmp_path):
     # documents stream in URL order, so the copy (c…, n…) is kept and the original (p…) is the duplicate
     assert pairs == {("page-000.html", "copy-of-0.html"), ("page-001.html", "near-copy-of-1.html")}
     assert {p["kind"] for p in dedup["pairs"]} == {"exact", "near"}
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.85, 0.9])
+@pytest.mark.parametrize("num_perm", [32, 64, 128])
+def test_bands_and_rows_are_the_ones_datasketch_chooses(threshold, num_perm):
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    assert lsh_params(threshold, num_perm) == (lsh.b, lsh.r)

@@ -26,6 +26,7 @@ from transforms.stage import Stage, StageLog
 from transforms.tokens import TokenCounter, chat_tokens
 
 BATCH = 256
+ENCODE_THREADS = 2  # of the background encoding (measured: one thread made builds slower, not faster)
 SECTION_ALLOWANCE = 64  # tokens reserved for a section name in the question of a split page
 
 
@@ -72,11 +73,26 @@ class ComposeExamples(Stage):
             return [(piece.section, piece.text) for piece in sections(doc.text)]
         return [(None, doc.text)] if doc.text.strip() else []
 
-    def _encode(self, batch: list[Document]) -> list[list[Unit]]:
-        """Units of each document with exact counts, all texts of the batch encoded in one threaded call."""
+    def _encode(self, batch: list[Document]) -> tuple[list[list[Unit]], dict[str, int]]:
+        """Units of each document with exact counts, and the counts of their questions and system prompts:
+        all texts of the batch encoded in one threaded call (off the main thread)."""
         per_doc = [self._units_of(doc) for doc in batch]
-        counts = iter(self.counter.texts([self._wrapped(text) for units in per_doc for _, text in units]))
-        return [[Unit(section, 0, text, next(counts)) for section, text in units] for units in per_doc]
+        texts = [self._wrapped(text) for units in per_doc for _, text in units]
+        prompts = list(dict.fromkeys(
+            s for doc, units in zip(batch, per_doc) for section, _ in units for s in self._prompts(doc, section)))
+        counts = self.counter.texts(texts + prompts, num_threads=ENCODE_THREADS)
+        answers = iter(counts[: len(texts)])
+        units = [[Unit(section, 0, text, next(answers)) for section, text in units] for units in per_doc]
+        return units, dict(zip(prompts, counts[len(texts):]))
+
+    def _prompts(self, doc: Document, section: str | None) -> list[str]:
+        """The strings `cached` will be asked for when this unit's examples are made."""
+        out = []
+        for template in self.templates_for(doc.url, section):
+            fields = self._fields(doc, section, template)
+            system, user = self.system_prompt.format_map(fields), template.format_map(fields)
+            out += [prompt_text(system, user)] if self.fmt == "prompt_completion" else [system, user]
+        return out
 
     # -- the stage ---------------------------------------------------------------------------------------
 
@@ -93,7 +109,9 @@ class ComposeExamples(Stage):
                 yield from self._compose_batch(*previous, log)
 
     def _compose_batch(self, batch: list[Document], future, log: StageLog) -> Iterator[Example]:
-        for doc, units in zip(batch, future.result()):
+        encoded, prompt_counts = future.result()
+        self.counter.prime(prompt_counts)
+        for doc, units in zip(batch, encoded):
             if not units:
                 log.drop(doc, "empty_document" if not doc.text.strip() else "no_content", doc.url)
                 continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import tempfile
 import unicodedata
 from array import array
@@ -26,14 +25,13 @@ import numpy as np
 from transforms.example import Example
 from transforms.stage import Stage, StageLog
 
-_SPACE = re.compile(r"\s+")
-_MASK64 = (1 << 64) - 1
 _PRIME = np.uint64(0x100000001B3)
 MAX_PAIRS = 1000  # duplicate pairs listed in the manifest; dropped.jsonl lists every one
 
 
 def normalised(text: str) -> str:
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    """NFKC, case-folded, runs of whitespace as one space: what exact duplicates are compared by."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def shingle_hashes(text: str, k: int) -> np.ndarray:
@@ -87,11 +85,19 @@ class MinHasher:
 
 
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) minimising false positives and negatives around `threshold`, as datasketch chooses them."""
-    from datasketch import MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    return lsh.b, lsh.r
+    """(bands, rows) minimising the false positive and false negative areas around `threshold`, equally
+    weighted: the optimisation datasketch's MinHashLSH makes (a test checks they agree), without importing
+    scipy for its integrals on every build."""
+    s = np.linspace(0.0, 1.0, 2001)
+    best, best_error = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            collide = 1.0 - (1.0 - s**r) ** b
+            below = s <= threshold
+            error = np.trapezoid(np.where(below, collide, 0.0), s) + np.trapezoid(np.where(below, 0.0, 1 - collide), s)
+            if error < best_error:
+                best, best_error = (b, r), error
+    return best
 
 
 class IntIndex:
@@ -111,6 +117,15 @@ class IntIndex:
         if i < len(self.keys) and int(self.keys[i]) == key:
             return int(self.values[i])
         return None
+
+    def get_many(self, keys: np.ndarray) -> list[int]:
+        """Values of those of `keys` that are present, in order (one vectorised search)."""
+        found = [v for v in map(self.pending.get, keys.tolist()) if v is not None]
+        if len(self.keys):
+            i = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            hit = self.keys[i] == keys
+            found += self.values[i[hit]].tolist()
+        return found
 
     def add(self, key: int, value: int) -> None:
         """Keep the first value of a key."""
@@ -155,6 +170,8 @@ class Dedup(Stage):
         if near_threshold is not None:
             self.hasher = MinHasher(num_perm, shingle_chars)
             self.bands, self.rows = lsh_params(near_threshold, num_perm)
+            self._powers = np.uint64(0x100000001B3) ** np.arange(self.rows, dtype=np.uint64)
+            self._band_ids = np.arange(self.bands, dtype=np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
             self.band_keys = IntIndex()
             self.signatures = tempfile.TemporaryFile(prefix="crawl2tune-minhash-")
             self.sig_bytes = num_perm * 4
@@ -182,6 +199,14 @@ class Dedup(Stage):
             if self.threshold is not None:
                 self.signatures.close()
 
+    def _band_keys(self, sig: np.ndarray) -> np.ndarray:
+        """One 64-bit key per LSH band: a polynomial hash of its rows, mixed with the band's number."""
+        rows = sig[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
+        keys = (rows * self._powers).sum(axis=1, dtype=np.uint64) + self._band_ids
+        keys *= np.uint64(0x9E3779B97F4A7C15)
+        keys ^= keys >> np.uint64(31)
+        return keys
+
     def _judge(self, example: Example, answer: str) -> tuple[str, int, float] | None:
         """None to keep (and remember) the answer, else (kind, index of the kept original, similarity)."""
         text = normalised(answer)
@@ -193,15 +218,15 @@ class Dedup(Stage):
                 return "exact", original, 1.0
         if self.threshold is not None and text:
             sig = self.hasher.signature(text)
-            bands = [_key(sig[b * self.rows:(b + 1) * self.rows].tobytes()) ^ b for b in range(self.bands)]
-            for candidate in dict.fromkeys(c for c in map(self.band_keys.get, bands) if c is not None):
+            bands = self._band_keys(sig)
+            for candidate in dict.fromkeys(self.band_keys.get_many(bands)):
                 stored = os.pread(self.signatures.fileno(), self.sig_bytes, candidate * self.sig_bytes)
                 similarity = MinHasher.similarity(sig, np.frombuffer(stored, dtype=np.uint32))
                 if similarity >= self.threshold:
                     return "near", candidate, round(similarity, 3)
             os.pwrite(self.signatures.fileno(), sig.tobytes(), index * self.sig_bytes)
-            for band in bands:
-                self.band_keys.add(band & _MASK64, index)
+            for band in bands.tolist():
+                self.band_keys.add(band, index)
         if self.exact:
             self.exact_keys.add(key, index)
         self.kept_ids.append(int(example.example_id, 16))

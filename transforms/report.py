@@ -40,7 +40,7 @@ def _e(value: Any) -> str:
 
 
 def _excerpt(text: str, limit: int = _EXCERPT) -> str:
-    text = " ".join(str(text).split())
+    text = " ".join(str(text)[: limit * 3].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -81,13 +81,14 @@ class ReportCollector:
                              _excerpt(example.question, 120)))
         if len(self.pending) >= 5000:
             self._flush()
-        sample = (example.example_id, example.model_dump(include={"example_id", "split", "url", "category",
-                                                                   "tokens", "messages"}))
         key = _negate(example.example_id)
-        if len(self.samples) < SAMPLES:
-            heapq.heappush(self.samples, (key, sample))
-        elif key > self.samples[0][0]:
-            heapq.heapreplace(self.samples, (key, sample))
+        if len(self.samples) < SAMPLES or key > self.samples[0][0]:
+            sample = (example.example_id, example.model_dump(include={"example_id", "split", "url", "category",
+                                                                       "tokens", "messages"}))
+            if len(self.samples) < SAMPLES:
+                heapq.heappush(self.samples, (key, sample))
+            else:
+                heapq.heapreplace(self.samples, (key, sample))
 
     def _flush(self) -> None:
         self.db.executemany("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", self.pending)

@@ -53,7 +53,6 @@ EXCLUDE = {"exclude", "제외"}
 KEEP = {"keep", "ok", "유지"}  # clears an earlier decision
 _COMMAND_LIKE = re.compile(r"^[A-Za-z_-]{1,16}$")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_SPACES = re.compile(r"\s+")
 
 
 class ReviewError(ValueError):
@@ -81,7 +80,7 @@ def _cell(text: str | None) -> str:
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    flat = _SPACES.sub(" ", text).strip()
+    flat = " ".join(text[: limit * 3].split())  # only the start is shown: never scan a whole page
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

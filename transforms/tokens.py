@@ -96,8 +96,14 @@ class TokenCounter:
         self.encoding = get_encoding(encoding_name)
         self._cache: dict[str, int] = {}
 
-    def texts(self, texts: Sequence[str]) -> list[int]:
-        return count_texts(self.encoding, texts)
+    def texts(self, texts: Sequence[str], num_threads: int = 2) -> list[int]:
+        return count_texts(self.encoding, texts, num_threads)
+
+    def prime(self, counts: dict[str, int]) -> None:
+        """Remember counts made elsewhere (in a batch) so `cached` finds them."""
+        if len(self._cache) + len(counts) > 100_000:
+            self._cache.clear()
+        self._cache.update(counts)
 
     def cached(self, text: str) -> int:
         n = self._cache.get(text)

@@ -73,7 +73,7 @@ class DatasetWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.root))
         self.fmt = fmt
-        self.files: dict[str, BinaryIO] = {name: open(self.tmp / name, "wb") for name in DATA_FILES}
+        self.files: dict[str, BinaryIO] = {name: open(self.tmp / name, "wb", buffering=1 << 20) for name in DATA_FILES}
         self.tokens: dict[str, array] = {split: array("l") for split in SPLITS}  # 8 bytes an example
         self.documents = 0
         self.committed: Path | None = None

@@ -1,0 +1,65 @@
+"""`build` throughput against raw tiktoken batch encoding of the same text, in the same run: target ≥ 50 %.
+
+The baseline encodes every document's text once with `encode_ordinary_batch` on 2 threads (the least any
+exact count needs). `build` then does all of its work over the same documents: read the state, redact PII,
+compose (which encodes each page that fits exactly once), filter, dedup (exact + MinHash), split, check,
+write the files, review.csv and report.html. Ratio = baseline seconds / build seconds.
+
+    /tmp/venv/bin/python bench/build_throughput.py [--documents 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_memory import write_config, write_synthetic_state  # noqa: E402
+
+TARGET = 0.5
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=20_000)
+    args = parser.parse_args()
+
+    from configs import load_config
+    from crawlers.store import PageStore
+    from transforms.build import build
+    from transforms.tokens import get_encoding
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    (directory / "out").mkdir()
+    size = write_synthetic_state(directory / "out" / "state.sqlite", args.documents)
+    config = load_config(write_config(directory))
+    encoding = get_encoding("o200k_base")
+
+    with PageStore(directory / "out" / "state.sqlite") as store:
+        texts = [doc.text for doc in store.documents()]
+    encoding.encode_ordinary_batch(texts[:500], num_threads=2)  # warm up
+    start = time.perf_counter()
+    tokens = sum(len(ids) for ids in encoding.encode_ordinary_batch(texts, num_threads=2))
+    baseline = time.perf_counter() - start
+    del texts
+
+    start = time.perf_counter()
+    result = build(config)
+    seconds = time.perf_counter() - start
+    ratio = baseline / seconds
+    print(f"{args.documents:,} documents, {size / 1e6:,.1f} MB of text, {tokens:,} tokens")
+    print(f"tiktoken encode_ordinary_batch (2 threads): {baseline:6.2f} s  ({size / 1e6 / baseline:5.1f} MB/s)")
+    print(f"build → {result.manifest['counts']['examples']:,} examples:  {seconds:6.2f} s  "
+          f"({size / 1e6 / seconds:5.1f} MB/s)")
+    print(f"ratio {ratio:.2f} (target ≥ {TARGET}) {'OK' if ratio >= TARGET else 'MISSED'}")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
