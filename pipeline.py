@@ -130,10 +130,10 @@ def _source_names(config: Config) -> list[str]:
     return [s.name for s in config.sources]
 
 
-def _crawl_stage(run: Any, config: Config) -> bool:
+def _crawl_stage(run: Any, config: Config, worker: bool = False) -> bool:
     """Crawl and record the counts; False when the crawl was interrupted (the run ends `interrupted`)."""
     with logs.stage("crawl"):
-        reports = crawl(config)
+        reports = crawl(config, worker=worker)
         print_crawl(reports)
     run.record("crawl", crawl_counts(reports))
     if any(r.interrupted for r in reports):
@@ -153,8 +153,12 @@ def _build_stage(run: Any, config: Config) -> BuildResult:
 
 def cmd_crawl(args: argparse.Namespace) -> int:
     config = _config(args)
-    with recorded(config.output_dir, "crawl", sources=_source_names(config)) as run:
-        return 0 if _crawl_stage(run, config) else 130
+    if args.worker and not config.crawl.redis_url:
+        raise ConfigError(f"{args.config}: crawl --worker needs crawl.redis_url (e.g. redis://127.0.0.1:6379/0) so "
+                          "workers share one frontier; see README, Operations")
+    command = "worker" if args.worker else "crawl"  # workers share the output directory with each other
+    with recorded(config.output_dir, command, sources=_source_names(config), shared=args.worker) as run:
+        return 0 if _crawl_stage(run, config, worker=args.worker) else 130
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -373,7 +377,10 @@ def parser() -> argparse.ArgumentParser:
     r = command("run", cmd_run, "crawl every source, then build a new dataset version (and fine-tune it)")
     r.add_argument("--finetune", action="store_true", help="then launch fine-tuning on the new version")
     r.add_argument("--wait", action="store_true", help="with --finetune: watch the job until it ends")
-    command("crawl", cmd_crawl, "crawl every source into the state under output_dir")
+    cr = command("crawl", cmd_crawl, "crawl every source into the state under output_dir")
+    cr.add_argument("--worker", action="store_true",
+                    help="crawl together with every other worker through the Redis at crawl.redis_url: shared "
+                    "frontier and URL dedup, each page fetched once overall")
     command("build", cmd_build, "turn the stored documents into a new dataset version")
     rn = command("runs", cmd_runs, "list recorded runs, newest first (`runs show ID`: one run's details)")
     rn.add_argument("verb", nargs="?", choices=["show"], help="show: the details of one run")

@@ -35,6 +35,8 @@ from crawlers.local_site import serve_folder
 from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
 from crawlers.store import PageStore, now, state_path
+from ops import frontier
+from ops import logs as ops_logs
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
 INTERRUPTED = "shutdown"  # Scrapy's finish reason after SIGINT/SIGTERM
@@ -208,20 +210,29 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
 # --- the crawl ---------------------------------------------------------------------------------------
 
 
-def _crawl_here(config: Config) -> list[SourceReport]:
-    """Runs inside the child process."""
+def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
+    """Runs inside the child process. A `worker` crawls through the shared Redis frontier (ops.frontier)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    json_logs = ops_logs.configure_child("crawl")
+    shared = frontier.worker_id() if worker else None
     workers = config.crawl.extract_workers
     pool = PagePool(default_workers() if workers is None else workers)  # forks now, before any thread starts
     crawlers: list[tuple[SourceConfig, Crawler, Job | None, str]] = []
     try:
         with ExitStack() as stack:
-            process = CrawlerProcess(project_settings(config))
+            settings = project_settings(config)
+            if shared:
+                frontier.apply(settings, _redis_url(config), config.crawl.redis_prefix)
+            if json_logs:  # ops.logs' JSON handler is on the root logger already
+                settings.set("LOG_INSTALL_ROOT_HANDLER", False, priority="project")
+            process = CrawlerProcess(settings)
             for source in config.sources:
-                job = Job(config, source) if config.crawl.resume else None
+                job = Job(config, source) if config.crawl.resume and not shared else None  # workers resume via Redis
                 proxy = stack.enter_context(serve_folder(source.serve_dir)) if source.serve_dir else None
                 crawler = process.create_crawler(spider_for(source, job.dir if job else None))
                 started = job.started if job else now()
+                if shared:  # one crawl, one start, whichever worker came first
+                    started = frontier.Frontier(_redis_url(config), config.crawl.redis_prefix, source.name).join(shared)
                 process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started)
                 crawlers.append((source, crawler, job, started))
             process.start()
@@ -231,7 +242,12 @@ def _crawl_here(config: Config) -> list[SourceReport]:
     with PageStore(state_path(config.output_dir)) as store:
         for source, crawler, job, started in crawlers:
             report = _report(source, crawler.stats.get_stats(), job, started)
-            if report.complete:
+            if shared:  # only the last worker of a complete shared crawl retires what nobody reached
+                last = frontier.Frontier(_redis_url(config), config.crawl.redis_prefix, source.name)
+                if last.leave(shared, report.finish_reason):
+                    report.changes["removed"] += store.retire_unseen(source.name, since=started)
+                    report.changes["removed"].sort()
+            elif report.complete:
                 report.changes["removed"] += store.retire_unseen(source.name, since=started)
                 report.changes["removed"].sort()
             if job is not None and report.interrupted:
@@ -243,15 +259,24 @@ def _crawl_here(config: Config) -> list[SourceReport]:
     return reports
 
 
-def crawl(config: Config) -> list[SourceReport]:
+def _redis_url(config: Config) -> str:
+    if not config.crawl.redis_url:
+        raise CrawlError("crawl --worker needs crawl.redis_url in the config (e.g. redis://127.0.0.1:6379/0); "
+                         "see README, Operations")
+    return config.crawl.redis_url
+
+
+def crawl(config: Config, *, worker: bool = False) -> list[SourceReport]:
     """Crawl every source of `config` into its state; one report per source.
 
     While the child crawls, this process ignores SIGINT: Ctrl-C reaches the child too, which stops
     gracefully and returns reports whose `finish_reason` is 'shutdown'.
     """
     PageStore(state_path(config.output_dir)).close()  # fail early, in this process, if the state is unusable
+    if worker:
+        _redis_url(config)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        future = pool.submit(_crawl_here, config)  # the child starts now, with the default SIGINT handler
+        future = pool.submit(_crawl_here, config, worker)  # the child starts now, with the default SIGINT handler
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:

@@ -45,7 +45,7 @@ def record(message: str, level: str = "info", **extra: object) -> str:
     if run_id is None and os.environ.get(ENV_RUN, "").isdigit():
         run_id = int(os.environ[ENV_RUN])
     data = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level,
-            "run_id": run_id, "stage": _stage.get(), "message": _redact(message), **extra}
+            "run_id": run_id, "stage": _stage.get() or _state.get("stage"), "message": _redact(message), **extra}
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -173,7 +173,7 @@ def configure_child(stage_name: str) -> bool:
         return False
     from pipeline import redact  # one redaction for every line crawl2tune writes
 
-    _stage.set(stage_name)
+    _state["stage"] = stage_name  # the whole process is that stage, whatever context a callback runs in
     sys.stderr = JsonLines(sys.__stderr__)  # plain lines (progress) become JSON lines too
     configure("json", redact=redact, stream=sys.__stderr__)
     return True

@@ -46,9 +46,11 @@ def docs_site(sections: int = 3, leaves: int = 4, *, version: int = 1, delay: fl
     return pages
 
 
-def config(folder: Path, base_url: str, *, crawl: str = "", extra: str = "", source: str = "") -> Path:
+def config(folder: Path, base_url: str, *, crawl: str = "", extra: str = "", source: str = "",
+           progress: str = "off") -> Path:
     return write_config(folder, f'  - name: docs\n    start_urls: ["{base_url}/"]\n{source}',
-                        crawl=crawl + '\n  progress: "off"', extra=extra or "dataset: {test_fraction: 0.2}")
+                        crawl=crawl + f'\n  progress: "{progress}"\n  progress_interval_seconds: 0.1',
+                        extra=extra or "dataset: {test_fraction: 0.2}")
 
 
 def pipeline(config_path: Path, *args: str, log_format: str | None = None) -> subprocess.Popen:

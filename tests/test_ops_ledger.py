@@ -91,15 +91,18 @@ def test_fine_tuning_stage_records_its_job_id_through_the_hook(tmp_path):
     assert (record.status, record.job_id) == ("ok", "ftjob-abc123")
 
 
-def test_json_log_format_writes_one_redacted_object_per_line_with_run_id_and_stage(tmp_path, capsys, monkeypatch):
+def test_json_log_format_writes_one_redacted_object_per_line_with_run_id_and_stage(tmp_path, capfd, monkeypatch):
     secret = "sk-proj-" + "x7" * 20
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     with Site(docs_site(3, 4)) as site:
-        cfg = config(tmp_path, site.base, extra=f"dataset: {{test_fraction: 0.2, name: guide}}")
+        cfg = config(tmp_path, site.base, progress="log")  # plain progress lines from the crawl's child process
         cfg.write_text(cfg.read_text().replace(f'"{site.base}/"', f'"{site.base}/?key={secret}"'))
         assert main(["--log-format", "json", "run", "--config", str(cfg)]) == 0
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()  # the crawl's child process writes to the same file descriptors
     assert secret not in out + err
+    progress = [json.loads(line) for line in err.splitlines()]
+    assert progress and all(p["stage"] == "crawl" and p["run_id"] == 1 for p in progress)
+    assert any(p["message"].startswith("crawl docs: ") for p in progress)
     lines = [json.loads(line) for line in out.splitlines()]
     assert {tuple(sorted(line)) for line in lines} == {("level", "message", "run_id", "stage", "ts")}
     assert {line["run_id"] for line in lines} == {1}
@@ -109,5 +112,5 @@ def test_json_log_format_writes_one_redacted_object_per_line_with_run_id_and_sta
     assert {line["level"] for line in lines} <= {"info", "warning"}
 
     assert main(["build", "--config", str(tmp_path / "missing.yaml"), "--log-format", "json"]) == 1
-    error = json.loads(capsys.readouterr().err)
+    error = json.loads(capfd.readouterr().err)
     assert error["level"] == "error" and error["message"].startswith("error: config file ")

@@ -1,0 +1,139 @@
+"""Workers crawling through a shared Redis frontier fetch each page once overall and leave the same documents
+as a single-process crawl. Needs a real redis-server on 127.0.0.1: installed with apt-get when missing (as
+root), started on a free port with its own temp dir; the tests are skipped, saying why, only where that fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ops_site import config, docs_site, pipeline, runs
+from pipeline import main
+from sites import Site
+
+redis = pytest.importorskip("redis")
+
+
+def _install_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("redis-server is not on PATH and cannot be installed here (needs root and apt-get); "
+                    "install it (apt-get install redis-server) to run the distributed-crawl tests")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if not found:
+        tail = " ".join((result.stderr or result.stdout).split()[-30:])
+        pytest.skip(f"redis-server could not be installed with apt-get: {tail}")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = _install_redis_server()
+    folder = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder), "--logfile", str(folder / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.skip(f"redis-server did not start on 127.0.0.1:{port}; see {folder / 'redis.log'}")
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def documents(output_dir: Path) -> list[tuple]:
+    """The stored pages as a crawl leaves them, without the timestamps."""
+    with sqlite3.connect(output_dir / "state.sqlite") as db:
+        return db.execute(
+            "SELECT url, source, live, status, reason, title, category, language, text, content_hash, etag, "
+            "fetched_url, links FROM pages ORDER BY url"
+        ).fetchall()
+
+
+def test_two_workers_fetch_each_page_once_and_store_the_same_documents_as_one_process(tmp_path, redis_url):
+    site_pages = docs_site(10, 10)  # 111 pages, most linked from 10 others
+    with Site(site_pages) as site:
+        (tmp_path / "single").mkdir()
+        single = config(tmp_path / "single", site.base)
+        assert main(["crawl", "--config", str(single)]) == 0
+        reference = documents(tmp_path / "single" / "out")
+        assert sum(1 for row in reference if row[2]) == 111
+
+        site.hits.clear()
+        for page in site.pages.values():
+            page.delay = 0.01  # a little latency, as a real server has, so both workers get work
+        (tmp_path / "shared").mkdir()
+        shared = config(tmp_path / "shared", site.base, crawl=f'  redis_url: "{redis_url}"')
+        workers = [pipeline(shared, "crawl", "--worker") for _ in range(2)]
+        results = [worker.communicate(timeout=240) for worker in workers]
+        for worker, (out, err) in zip(workers, results):
+            assert worker.returncode == 0, err
+
+        fetched = Counter(hit.path for hit in site.hits if hit.path != "/robots.txt")
+        assert set(fetched) == set(site_pages)
+        assert max(fetched.values()) == 1, [path for path, n in fetched.items() if n > 1]  # once overall
+
+    assert documents(tmp_path / "shared" / "out") == reference
+    rows = runs(tmp_path / "shared" / "out")
+    assert [(r["command"], r["status"]) for r in rows] == [("worker", "ok"), ("worker", "ok")]
+    per_worker = [r["counts"]["crawl"]["docs"]["new"] for r in rows]
+    assert sum(per_worker) == 111 and min(per_worker) > 0, per_worker  # both took part
+    assert redis.Redis.from_url(redis_url).keys("crawl2tune:*") == []  # the crawl ended: its keys are gone
+
+
+def test_workers_recrawl_after_a_finished_crawl_and_retire_pages_no_longer_linked(tmp_path, redis_url):
+    with Site(docs_site(3, 4)) as site:
+        cfg = config(tmp_path, site.base, crawl=f'  redis_url: "{redis_url}"\n  redis_prefix: "retire-test"')
+        assert main(["crawl", "--worker", "--config", str(cfg)]) == 0
+        first = {row[0] for row in documents(tmp_path / "out") if row[2]}
+        assert len(first) == 16
+
+        gone = "/s2/p3.html"
+        for path in ("/s2/", "/s2/p0.html", "/s2/p1.html", "/s2/p2.html"):  # nothing links to it any more
+            page = site.pages[path]
+            page.body = page.body.replace(f'href="{gone}"', 'href="/"')
+        site.hits.clear()
+        assert main(["crawl", "--worker", "--config", str(cfg)]) == 0  # the first crawl's keys were cleared
+        assert len([h for h in site.hits if h.path != "/robots.txt"]) == 15
+    second = {row[0] for row in documents(tmp_path / "out") if row[2]}
+    assert first - second == {site.base + gone}
+
+
+def test_worker_without_a_redis_url_says_what_to_add(tmp_path, capsys):
+    cfg = config(tmp_path, "http://127.0.0.1:9")
+    assert main(["crawl", "--worker", "--config", str(cfg)]) == 1
+    assert "crawl --worker needs crawl.redis_url (e.g. redis://127.0.0.1:6379/0)" in capsys.readouterr().err
