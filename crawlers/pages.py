@@ -3,7 +3,7 @@
 It runs in a small pool of worker processes, so extraction uses every core and never stalls Scrapy's
 reactor (downloads, AutoThrottle's latency measurements and the progress display keep going while pages
 are being extracted). The workers are forked from the crawl process before its reactor starts, so they start
-in milliseconds, and load the extractor's language model in the background while the crawl starts.
+in milliseconds.
 """
 
 from __future__ import annotations
@@ -120,13 +120,19 @@ class PagePool:
             # Start every worker now, while this process has no other threads (forking later, from a
             # running reactor with its thread pool, is not safe).
             list(self._executor.map(_ready, range(workers)))
-            for _ in range(workers):  # in the background, while the reactor starts and robots.txt is fetched
-                self._executor.submit(_warm_up)
+        self._warming = False
 
     async def process(self, *args: object) -> PageContent:
         if self._executor is None:
             return process_page(*args)  # type: ignore[arg-type]
-        return await asyncio.wrap_future(self._executor.submit(process_page, *args))
+        future = self._executor.submit(process_page, *args)
+        if not self._warming:
+            # The first page to extract: the other workers load the language model meanwhile. Not at start,
+            # so a re-crawl answered with 304s never pays for it.
+            self._warming = True
+            for _ in range(self.workers - 1):
+                self._executor.submit(_warm_up)
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
         if self._executor is not None:
