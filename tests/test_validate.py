@@ -123,3 +123,18 @@ def test_cli_refuses_a_retired_model(tmp_path, capsys):
     assert main(["validate", str(good), "--model", "gpt-3.5-turbo-0613"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "retired on 2026-10-23" in err
+
+
+def test_a_large_file_checked_in_parts_reports_the_same_as_in_one_piece(tmp_path, monkeypatch):
+    import transforms.validate as validate
+
+    rows = ten_good() * 30
+    for at, bad in ((3, BAD_LINES["invalid_json"]), (150, BAD_LINES["missing_content"]),
+                    (290, BAD_LINES["invalid_weight"])):
+        rows.insert(at, bad)
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    whole = validate_file(path, SPEC, COUNTER)
+    monkeypatch.setattr(validate, "PARALLEL_BYTES", 1)
+    parts = validate_file(path, SPEC, COUNTER, processes=2)
+    assert parts.as_dict() == whole.as_dict()
+    assert parts.first_lines == {"invalid_json": [4], "missing_content": [151], "invalid_weight": [291]}

@@ -68,7 +68,7 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 
 def count_texts(encoding: tiktoken.Encoding, texts: Sequence[str], num_threads: int = 2) -> list[int]:
     """Token count of each text; special-token look-alikes in crawled text count as ordinary text."""
-    if len(texts) < 8:
+    if len(texts) < 8 or num_threads < 2:
         return [len(encoding.encode_ordinary(t)) for t in texts]
     return [len(ids) for ids in encoding.encode_ordinary_batch(list(texts), num_threads=num_threads)]
 
@@ -92,12 +92,13 @@ def chat_tokens(n_messages: int, value_tokens: int, names: int = 0) -> int:
 class TokenCounter:
     """Exact counts with one encoding; short strings that repeat (roles, prompts, questions) are cached."""
 
-    def __init__(self, encoding_name: str):
+    def __init__(self, encoding_name: str, threads: int = 2):
         self.encoding = get_encoding(encoding_name)
+        self.threads = threads
         self._cache: dict[str, int] = {}
 
-    def texts(self, texts: Sequence[str], num_threads: int = 2) -> list[int]:
-        return count_texts(self.encoding, texts, num_threads)
+    def texts(self, texts: Sequence[str], num_threads: int | None = None) -> list[int]:
+        return count_texts(self.encoding, texts, num_threads or self.threads)
 
     def prime(self, counts: dict[str, int]) -> None:
         """Remember counts made elsewhere (in a batch) so `cached` finds them."""

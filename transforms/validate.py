@@ -14,7 +14,10 @@ batched, threaded, and each distinct string of a batch is encoded once.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,12 +354,19 @@ def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: Token
     `fmt` fixes the line format; by default it is the model's for completion models, else the format of
     the first line that parses. A line of a format the model cannot train on is `wrong_format_for_model`.
     """
+    report = _check_lines(lines, spec, counter, limit=limit, fmt=fmt)
+    return _finish(report, spec, price_per_1m, n_epochs)
+
+
+def _check_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: TokenCounter, *, limit: int | None,
+                 fmt: FileFormat | None, first_line: int = 1) -> Report:
+    """Checks and token counts of some lines; numbers start at `first_line` (a part of a file)."""
     report = Report(limit=limit or spec.max_tokens_per_example)
     if fmt is None and spec.format == "prompt_completion":
         fmt = "prompt_completion"
     report.format = fmt
     pending: list[tuple[int, list[str], Combine]] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         report.examples += 1
@@ -380,6 +390,10 @@ def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: Token
                 _count(pending, counter, report)
                 pending.clear()
     _count(pending, counter, report)
+    return report
+
+
+def _finish(report: Report, spec: ModelSpec, price_per_1m: float | None, n_epochs: int | None) -> Report:
     if report.examples < MIN_EXAMPLES:
         report.add_error("insufficient_examples", 0)
     report.n_epochs = n_epochs or estimate.default_epochs(report.examples)
@@ -399,6 +413,73 @@ def _count(pending: list[tuple[int, list[str], Combine]], counter: TokenCounter,
             report.add_error("too_many_tokens", number)
 
 
-def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, **kwargs: Any) -> Report:
+PARALLEL_BYTES = 32 << 20  # files larger than this are checked by one process per core
+
+
+def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, *, limit: int | None = None,
+                  price_per_1m: float | None = None, n_epochs: int | None = None,
+                  fmt: FileFormat | None = None, processes: int | None = None) -> Report:
+    """Validate a JSONL file. A large one is cut at line boundaries into one part per core, each checked
+    and counted in its own process (tokenizing holds the GIL too often for threads to scale)."""
+    path = Path(path)
+    processes = processes or (os.cpu_count() or 1)
+    if processes < 2 or path.stat().st_size < PARALLEL_BYTES:
+        with open(path, "rb") as f:
+            return validate_lines(f, spec, counter, limit=limit, price_per_1m=price_per_1m, n_epochs=n_epochs,
+                                  fmt=fmt)
+    if fmt is None and spec.format != "prompt_completion":
+        with open(path, "rb") as f:
+            first = next((line for line in f if line.strip()), b"")
+        try:
+            fmt = detect_format(orjson.loads(first))
+        except (orjson.JSONDecodeError, RecursionError):
+            fmt = None
+    parts = _parts(path, processes)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
+        reports = list(pool.map(_check_part, [(str(path), start, end, first_line, spec.name, limit, fmt)
+                                              for start, end, first_line in parts]))
+    report = Report(limit=reports[0].limit, format=fmt or reports[0].format)
+    for part in reports:
+        report.examples += part.examples
+        report.tokens += part.tokens
+        for category, n in part.errors.items():
+            report.errors[category] += n
+            lines = report.first_lines.setdefault(category, [])
+            lines += [line for line in part.first_lines[category] if len(lines) < FIRST_LINES]
+    return _finish(report, spec, price_per_1m, n_epochs)
+
+
+def _parts(path: Path, n: int) -> list[tuple[int, int, int]]:
+    """(start byte, end byte, number of the first line) of `n` parts cut after a newline."""
+    size = path.stat().st_size
+    cuts = [0]
     with open(path, "rb") as f:
-        return validate_lines(f, spec, counter, **kwargs)
+        for i in range(1, n):
+            f.seek(max(cuts[-1], size * i // n))
+            f.readline()
+            cuts.append(min(f.tell(), size))
+        cuts.append(size)
+        parts, line = [], 1
+        for start, end in zip(cuts, cuts[1:]):
+            if end > start:
+                parts.append((start, end, line))
+                f.seek(start)
+                remaining = end - start
+                while remaining > 0:
+                    block = f.read(min(remaining, 1 << 24))
+                    line += block.count(b"\n")
+                    remaining -= len(block)
+    return parts
+
+
+def _check_part(job: tuple[str, int, int, int, str, int | None, FileFormat | None]) -> Report:
+    from transforms.model_registry import lookup
+
+    path, start, end, first_line, model, limit, fmt = job
+    spec = lookup(model)
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    return _check_lines(data.split(b"\n"), spec, TokenCounter(spec.encoding, threads=1), limit=limit, fmt=fmt,
+                        first_line=first_line)
