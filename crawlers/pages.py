@@ -9,12 +9,14 @@ in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import re
 import signal
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import lxml.html
@@ -24,6 +26,7 @@ from crawlers.encoding import decode_html
 from crawlers.extract import extract
 from crawlers.links import LinkRules, link_words, page_links
 
+LOGGER = logging.getLogger(__name__)
 _WORD = re.compile(r"\w+")
 
 
@@ -125,14 +128,22 @@ class PagePool:
     async def process(self, *args: object) -> PageContent:
         if self._executor is None:
             return process_page(*args)  # type: ignore[arg-type]
-        future = self._executor.submit(process_page, *args)
-        if not self._warming:
-            # The first page to extract: the other workers load the language model meanwhile. Not at start,
-            # so a re-crawl answered with 304s never pays for it.
-            self._warming = True
-            for _ in range(self.workers - 1):
-                self._executor.submit(_warm_up)
-        return await asyncio.wrap_future(future)
+        try:
+            future = self._executor.submit(process_page, *args)
+            if not self._warming:
+                # The first page to extract: the other workers load the language model meanwhile. Not at
+                # start, so a re-crawl answered with 304s never pays for it.
+                self._warming = True
+                for _ in range(self.workers - 1):
+                    self._executor.submit(_warm_up)
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            # A worker died (out of memory, a crash in a C library): the crawl goes on in this process.
+            LOGGER.warning("an extraction worker died; extracting in the crawl process from now on")
+            broken, self._executor = self._executor, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+            return process_page(*args)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._executor is not None:

@@ -27,7 +27,7 @@ DOC_LINKS = [
     "/", "/guide/", "/guide/index.html", "/guide?utm_source=news&utm_medium=email", "/guide/#install",
     "/print/guide.html", "/ko/declared.html", "/ko/meta.html", "/ko/undeclared.html", "/private/secret.html",
     "/trap/1", "/big.html", "/attachment?id=7", "/download?id=1", "/empty.html", "/nav-only.html",
-    "/error.html", "/gone.html", "/missing.html", "/loop-a", "/table-code.html", "/slow.html",
+    "/error.html", "/gone.html", "/missing.html", "/loop-a", "/table-code.html", "/slow.html", "/setup",
 ]
 
 
@@ -72,6 +72,8 @@ def docs_site() -> Site:
         "/loop-b": Page(status=302, headers={"Location": "/loop-a"}),
         "/table-code.html": Page(html_page("Error codes", TABLE_CODE, ["/"])),
         "/slow.html": Page(html_page("Slow", prose("slow")), delay=2.0),
+        "/setup": Page(status=301, headers={"Location": "/setup/"}),
+        "/setup/": Page(html_page("Setup", prose("setup"), ["/"])),
     })
 
 
@@ -140,7 +142,7 @@ def test_every_hostile_page_is_dropped_or_recorded_with_its_reason(crawled):
         "binary": 1, "boilerplate": 1, "duplicate": 1, "empty": 1, "http_404": 1, "http_410": 1, "http_500": 1,
         "max_depth": 1, "not_html": 1, "redirect_loop": 1, "robots_txt": 1, "timeout": 1, "too_large": 1,
     }
-    assert {"200", "302", "404", "410", "500"} <= set(docs.pages_by_status)
+    assert {"200", "301", "302", "404", "410", "500"} <= set(docs.pages_by_status)
     assert docs.bytes_downloaded > 0
 
 
@@ -149,7 +151,7 @@ def test_documents_are_the_usable_pages_under_canonical_urls(crawled):
     hangul = quote(HANGUL_PATH)
     assert set(live(rows, docs.base)) == {
         "/", "/guide", "/ko/declared.html", "/ko/meta.html", "/ko/undeclared.html", hangul,
-        "/trap/1", "/trap/2", "/trap/3", "/table-code.html",
+        "/trap/1", "/trap/2", "/trap/3", "/table-code.html", "/setup",
     }
     assert sorted(reports["docs"].changes["new"]) == sorted(docs.base + p for p in live(rows, docs.base))
 
@@ -158,6 +160,12 @@ def test_url_variants_of_one_page_are_fetched_once(crawled):
     _, _, docs, *_ = crawled
     assert len(docs.requested("/")) + len(docs.requested("/index.html")) == 1
     assert len([h for h in docs.hits if h.path.startswith("/guide")]) == 1
+
+
+def test_redirect_to_a_variant_of_the_same_url_is_followed(crawled):
+    _, _, docs, *_ = crawled
+    assert [h.status for h in docs.requested("/setup")] == [301]
+    assert [h.status for h in docs.requested("/setup/")] == [200]
 
 
 def test_robots_txt_is_obeyed_unless_the_source_opts_out(crawled):

@@ -170,10 +170,16 @@ class SiteSpider(scrapy.Spider):
             yield FetchedPage(self.source.name, fetched, fetched, response.status, reason=reason, **validators)
             return
 
-        content = await self.pool.process(
-            response.body, content_type, response.url, self.rules,
-            self.source.content_selector, self.source.category_selector,
-        )
+        try:
+            content = await self.pool.process(
+                response.body, content_type, response.url, self.rules,
+                self.source.content_selector, self.source.category_selector,
+            )
+        except Exception:  # a page the extractor cannot handle is one dropped page, not a failed crawl
+            self.logger.warning("extraction failed for %s", response.url, exc_info=True)
+            yield FetchedPage(self.source.name, fetched, fetched, response.status, reason="extraction_error",
+                              **validators)
+            return
         url = self.document_url(content.canonical_url, fetched)
         title = content.title or url
         text = content.text.strip()
