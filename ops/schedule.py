@@ -5,11 +5,13 @@ one scheduled job that crawls those sources and then builds the dataset. APSched
 time in one worker thread: fire times missed while a run was going (or while the scheduler was down) are
 coalesced into one run, and a job still running is never started again (`max_instances=1`). The ledger is
 the memory between processes: a job whose last scheduled run is older than one of its fire times is due.
-SIGTERM or Ctrl-C stops scheduling at once and waits for the run in progress; a second one exits at once.
+SIGTERM or Ctrl-C stops scheduling at once and waits for the run in progress; a second one exits at once
+(the run it abandons is marked `died` by the next command that takes the lock).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -163,8 +165,9 @@ class Scheduler:
             return lambda: None
 
         def handler(signum: int, frame: Any) -> None:
-            if stop.is_set():
-                raise KeyboardInterrupt  # second signal: stop waiting
+            if stop.is_set():  # second signal: leave now; the next run that takes the lock marks this one died
+                logs.error("stopping now, without waiting for the run in progress")
+                os._exit(130)
             stop.set()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -104,3 +104,29 @@ def test_cron_expressions_follow_crontab_and_bad_ones_name_the_field(tmp_path):
     cfg.write_text('schedule: "daily"\nsources: [{name: a, start_urls: ["http://a.test/"]}]\n')
     with pytest.raises(ConfigError, match=r"schedule: 'daily' has 1 fields; a cron expression has 5"):
         load_config(cfg)
+
+
+def test_scheduler_started_after_missed_fire_times_runs_once_at_start_then_waits(tmp_path):
+    import threading
+
+    from ops.ledger import Ledger
+    from ops.schedule import Scheduler
+
+    with Ledger(tmp_path) as ledger:  # the last nightly run was three nights ago
+        run_id = ledger.start("run", trigger="schedule", schedule="0 3 * * *", sources=["docs"])
+        ledger.finish(run_id, "ok")
+        ledger.db.execute("UPDATE runs SET started_at = ?",
+                          ((datetime.now(timezone.utc) - timedelta(days=3)).isoformat(),))
+    calls = []
+    stop = threading.Event()
+
+    def runner(job):
+        calls.append(job)
+        threading.Timer(1.0, stop.set).start()  # long enough for a second, wrong, catch-up run to show
+        return 0
+
+    guard = threading.Timer(20.0, stop.set)  # never hang the suite if the catch-up run never comes
+    guard.start()
+    assert Scheduler([Planned("0 3 * * *", ("docs",))], runner, tmp_path).serve(stop) == 0
+    guard.cancel()
+    assert calls == [Planned("0 3 * * *", ("docs",))]
