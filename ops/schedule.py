@@ -5,12 +5,14 @@ one scheduled job that crawls those sources and then builds the dataset. APSched
 time in one worker thread: fire times missed while a run was going (or while the scheduler was down) are
 coalesced into one run, and a job still running is never started again (`max_instances=1`). The ledger is
 the memory between processes: a job whose last scheduled run is older than one of its fire times is due.
-SIGTERM or Ctrl-C stops scheduling at once and waits for the run in progress; a second one exits at once
-(the run it abandons is marked `died` by the next command that takes the lock).
+SIGTERM or Ctrl-C stops scheduling at once and waits for the run in progress; a second one interrupts that
+run's crawl (gracefully, as Ctrl-C does: it continues at the next run); a third exits at once (the run it
+abandons is marked `died` by the next command that takes the lock).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -164,8 +166,16 @@ class Scheduler:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
+        signals_seen = []
+
         def handler(signum: int, frame: Any) -> None:
-            if stop.is_set():  # second signal: leave now; the next run that takes the lock marks this one died
+            signals_seen.append(signum)
+            if len(signals_seen) == 2:  # interrupt the run in progress: its crawl stops as Ctrl-C stops it
+                with logs.stage("schedule"):
+                    logs.say("interrupting the run in progress; its crawl continues at the next run", "warning")
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signal.SIGINT)
+            elif len(signals_seen) > 2:  # leave now; the next command that takes the lock marks the run died
                 logs.error("stopping now, without waiting for the run in progress")
                 os._exit(130)
             stop.set()
