@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from ops import logs
 from ops.ledger import Ledger, note_job
 from ops.run import recorded
 from ops_site import config, docs_site, runs, snapshot
 from pipeline import main
 from sites import Site
 from transforms import write
+
+
+@pytest.fixture(autouse=True)
+def text_logs_afterwards(monkeypatch):
+    """`main(["--log-format", "json", ...])` sets the process's format; later tests expect plain text."""
+    monkeypatch.setenv(logs.ENV_FORMAT, "text")
+    yield
+    logs.configure("text")
 
 
 def test_failed_build_half_way_leaves_the_previous_dataset_byte_identical(tmp_path, capsys, monkeypatch):
