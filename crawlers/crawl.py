@@ -138,7 +138,7 @@ class Job:
         self.resumed = bool(saved)
         self.started: str = saved.get("started_at") or now()
         self.earlier: dict[str, Any] = saved.get("report") or {}
-        self._save(None)
+        self._save(self.earlier or None)  # marks the job as started, even if this run is killed outright
 
     def _load(self) -> dict[str, Any]:
         try:
