@@ -21,7 +21,7 @@ REDIRECT_MAX_TIMES = 5
 
 # Items and requests a callback yields are processed by this many asyncio tasks per response (Scrapy creates
 # them all for every response). Our pipelines are synchronous and a page yields a handful of requests, so
-# Scrapy's 100 only costs time: a third of a re-crawl answered with 304s.
+# Scrapy's 100 only costs time: a third of all Python calls of a re-crawl answered with 304s.
 CONCURRENT_ITEMS = 8
 
 # Bounds: a hostile page or an endless site must not stop or swamp a crawl.
