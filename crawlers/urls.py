@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from weakref import WeakKeyDictionary
 
@@ -46,6 +47,7 @@ def clean_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
+@lru_cache(maxsize=65536)  # every request's URL is canonicalised several times (fingerprint, state, parse)
 def canonical_url(url: str) -> str:
     """The one URL of a page: clean, query sorted, host lower-case without default port, no
     `index.html`, no trailing slash (except the root)."""
