@@ -49,6 +49,8 @@ ITEM_PIPELINES = {
     "crawlers.pipelines.StoreDocument": 900,
 }
 EXTENSIONS = {
+    "scrapy.extensions.remote_control.RemoteControl": None,  # unused; importing it (aiohttp) costs every crawl
+    "scrapy.extensions.telnet.TelnetConsole": None,
     "scrapy.extensions.logstats.LogStats": None,  # replaced by our progress display
     "crawlers.extensions.CrawlProgress": 500,
     "scrapy.extensions.throttle.AutoThrottle": None,
