@@ -55,6 +55,7 @@ def _relative(path: Path) -> str:
 
 
 CRAWL_URLS_SHOWN = 10
+STOP_REASONS = {"closespider_pagecount": "max_pages reached"}
 
 
 def print_crawl(reports: list[SourceReport]) -> None:
@@ -66,7 +67,7 @@ def print_crawl(reports: list[SourceReport]) -> None:
             f"crawled {r.name}: {fetched} responses ({statuses or 'none'}), {r.bytes_downloaded:,} bytes "
             f"in {r.elapsed_seconds:.1f} s, new {counts.get('new', 0)} · changed {counts.get('changed', 0)} · "
             f"unchanged {counts.get('unchanged', 0)} · removed {counts.get('removed', 0)}"
-            + (f" (stopped: {r.finish_reason})" if r.finish_reason != "finished" else "")
+            + (f" (stopped: {STOP_REASONS.get(r.finish_reason, r.finish_reason)})" if not r.complete else "")
             + (" (resumed)" if r.resumed else "")
         )
         if r.dropped:
