@@ -69,7 +69,9 @@ def datasets_root(config: Config) -> Path:
 
 
 def config_hash(config: Config) -> str:
-    return hashlib.sha256(config.model_dump_json().encode("utf-8")).hexdigest()
+    """Hash of what decides the dataset's content (model and dataset settings), not of schedules or endpoints."""
+    decisive = config.model_dump(mode="json", include={"model", "price_per_1m_tokens", "dataset"})
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _recounter(counter: TokenCounter, fmt: Format):
