@@ -216,7 +216,10 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     json_logs = ops_logs.configure_child("crawl")
     shared = frontier.worker_id() if worker else None
     workers = config.crawl.extract_workers
-    pool = PagePool(default_workers() if workers is None else workers)  # forks now, before any thread starts
+    with PageStore(state_path(config.output_dir)) as store:
+        first_crawl = any(not store.has_pages(source.name) for source in config.sources)
+    # forks now, before any thread starts
+    pool = PagePool(default_workers() if workers is None else workers, warm=first_crawl)
     crawlers: list[tuple[SourceConfig, Crawler, Job | None, str]] = []
     try:
         with ExitStack() as stack:

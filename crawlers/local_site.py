@@ -64,6 +64,12 @@ class _FolderHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a crawler opening connections faster than they are accepted
+    # gets its SYNs dropped and waits a second for each retransmission
+    request_queue_size = 128
+
+
 @contextmanager
 def serve_folder(folder: Path) -> Iterator[str]:
     """Serve `folder` on 127.0.0.1 (a free port) while the block runs; yields 'http://127.0.0.1:PORT'."""
@@ -71,7 +77,7 @@ def serve_folder(folder: Path) -> Iterator[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"serve_dir {folder} is not a folder")
     handler = type("FolderHandler", (_FolderHandler,), {"root": root})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -111,11 +111,19 @@ def _warm_up() -> None:
 
 
 class PagePool:
-    """Runs `process_page` in `workers` worker processes, or in the calling process with `workers=0`."""
+    """Runs `process_page` in `workers` worker processes, or in the calling process with `workers=0`.
 
-    def __init__(self, workers: int):
+    With `warm` (a first crawl, which will extract every page) the language model is loaded here, once,
+    before the workers are forked, and they share it; otherwise (a re-crawl, mostly 304s that need no
+    extraction) each worker loads it only if and when it gets a page.
+    """
+
+    def __init__(self, workers: int, *, warm: bool = False):
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._warming = warm
+        if warm:
+            _warm_up()
         if workers > 0:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -123,7 +131,6 @@ class PagePool:
             # Start every worker now, while this process has no other threads (forking later, from a
             # running reactor with its thread pool, is not safe).
             list(self._executor.map(_ready, range(workers)))
-        self._warming = False
 
     async def process(self, *args: object) -> PageContent:
         if self._executor is None:

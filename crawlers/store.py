@@ -116,6 +116,9 @@ class PageStore:
         )
         return {key: KnownPage(url, bool(live), reason, etag, lm) for key, url, live, reason, etag, lm in rows}
 
+    def has_pages(self, source: str) -> bool:
+        return self.db.execute("SELECT 1 FROM pages WHERE source = ? LIMIT 1", (source,)).fetchone() is not None
+
     def links(self, url: str) -> list[str]:
         row = self.db.execute("SELECT links FROM pages WHERE url = ?", (url,)).fetchone()
         return json.loads(row[0]) if row and row[0] else []

@@ -77,6 +77,7 @@ def distinct_prose(seed: int, paragraphs: int = 3) -> str:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs of a crawler's bursts: a second's stall each
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a client that hangs up early (size cap, timeout) is part of the tests
