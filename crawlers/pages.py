@@ -23,7 +23,6 @@ import lxml.html
 from lxml import etree
 
 from crawlers.encoding import decode_html
-from crawlers.extract import extract
 from crawlers.links import LinkRules, link_words, page_links
 
 LOGGER = logging.getLogger(__name__)
@@ -55,6 +54,8 @@ def process_page(
     Links are taken from our decoding of the page, not Scrapy's guess, which reads an undeclared EUC-KR
     page as something else and would follow garbled Korean URLs.
     """
+    from crawlers.extract import extract  # see _warm_up
+
     html = decode_html(body, content_type)
     page = extract(html, url, content_selector=content_selector, category_selector=category_selector)
     links: list[str] = []
@@ -105,7 +106,10 @@ def _ready(_: int) -> int:
 
 
 def _warm_up() -> None:
-    """Load what extraction loads on first use (the language model: most of a second)."""
+    """Import the extractor (trafilatura, a third of a second) and load the language model it loads on first
+    use (most of a second). Both wait until a page needs them: a re-crawl answered with 304s needs neither."""
+    from crawlers.extract import extract
+
     extract("<html><body><article><p>" + "Text for the language model to load on. " * 8 + "</p></article></body></html>",
             "http://localhost/")
 
