@@ -156,3 +156,13 @@ def test_example_ids_do_not_depend_on_the_page_text():
     after, _ = compose([doc(SECTIONED.replace("모니터링\n\n", "모니터링\n\n바뀐 문장입니다. "))], granularity="section")
     assert [e.example_id for e in before] == [e.example_id for e in after]
     assert page("x", "y")["url"].endswith("/x.html")
+
+
+def test_batches_counted_in_the_helper_process_give_the_same_examples(monkeypatch):
+    docs = [doc(f"{korean_paragraph(i)}\n\n본문 {i}.", url=f"http://guide.example.internal/p{i}.html", title=f"P{i}")
+            for i in range(40)]
+    here, _ = compose(docs)
+    monkeypatch.setattr("transforms.compose.BATCH", 3)  # 14 batches: the helper starts with the second
+    helped, _ = compose(docs)
+    assert [e.model_dump() for e in helped] == [e.model_dump() for e in here]
+    assert all(e.tokens == count_messages(O200K.encoding, e.messages) for e in helped)

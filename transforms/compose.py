@@ -1,8 +1,8 @@
 """Documents → examples: fill the templates, cut pages into sections if asked, and split what is over the limit.
 
-Every example's count is exact. A page (or section) that fits is encoded once, in a threaded batch with its
-neighbours; the next batch is encoded in the background while this one flows through the later stages.
-Only a page over the limit is cut into blocks and counted again piece by piece.
+Every example's count is exact. A page (or section) that fits is encoded once, in a batch with its neighbours;
+the next batches are counted in a helper process while this one flows through the later stages. Only a page
+over the limit is cut into blocks and counted again piece by piece.
 
 Granularity `document` makes one answer of a page (split only to fit); `section` one per ##/### section.
 `questions_per_document` asks each answer with that many of the user templates, chosen stably from the URL
@@ -13,7 +13,8 @@ and section; `turns_per_example` > 1 chains consecutive answers of a page into o
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import islice
 from typing import Iterable, Iterator
@@ -23,10 +24,10 @@ from transforms.chunk import Chunker, sections
 from transforms.example import Example
 from transforms.formats import Format, completion_text, prompt_text
 from transforms.stage import Stage, StageLog
-from transforms.tokens import TokenCounter, chat_tokens
+from transforms.tokens import CountingProcess, TokenCounter, chat_tokens
 
 BATCH = 256
-ENCODE_THREADS = 2  # of the background encoding (measured: one thread made builds slower, not faster)
+AHEAD = 2  # batches being counted while an earlier one is composed
 SECTION_ALLOWANCE = 64  # tokens reserved for a section name in the question of a split page
 
 
@@ -73,17 +74,14 @@ class ComposeExamples(Stage):
             return [(piece.section, piece.text) for piece in sections(doc.text)]
         return [(None, doc.text)] if doc.text.strip() else []
 
-    def _encode(self, batch: list[Document]) -> tuple[list[list[Unit]], dict[str, int]]:
-        """Units of each document with exact counts, and the counts of their questions and system prompts:
-        all texts of the batch encoded in one threaded call (off the main thread)."""
+    def _submit(self, batch: list[Document], counting: CountingProcess) -> tuple:
+        """A batch's units of each document and the strings `cached` will be asked for, with a future of
+        their counts: all texts of the batch counted in one call, beside the composing of earlier batches."""
         per_doc = [self._units_of(doc) for doc in batch]
         texts = [self._wrapped(text) for units in per_doc for _, text in units]
         prompts = list(dict.fromkeys(
             s for doc, units in zip(batch, per_doc) for section, _ in units for s in self._prompts(doc, section)))
-        counts = self.counter.texts(texts + prompts, num_threads=ENCODE_THREADS)
-        answers = iter(counts[: len(texts)])
-        units = [[Unit(section, 0, text, next(answers)) for section, text in units] for units in per_doc]
-        return units, dict(zip(prompts, counts[len(texts):]))
+        return batch, per_doc, prompts, counting.submit(texts + prompts)
 
     def _prompts(self, doc: Document, section: str | None) -> list[str]:
         """The strings `cached` will be asked for when this unit's examples are made."""
@@ -98,19 +96,20 @@ class ComposeExamples(Stage):
 
     def __call__(self, documents: Iterable[Document], log: StageLog) -> Iterator[Example]:
         docs = iter(documents)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-encode") as pool:
-            previous = None
+        with CountingProcess(self.counter) as counting:
+            pending: deque[tuple] = deque()
             while batch := list(islice(docs, BATCH)):
-                future = pool.submit(self._encode, batch)
-                if previous is not None:
-                    yield from self._compose_batch(*previous, log)
-                previous = (batch, future)
-            if previous is not None:
-                yield from self._compose_batch(*previous, log)
+                pending.append(self._submit(batch, counting))
+                if len(pending) > AHEAD:
+                    yield from self._compose_batch(*pending.popleft(), log)
+            while pending:
+                yield from self._compose_batch(*pending.popleft(), log)
 
-    def _compose_batch(self, batch: list[Document], future, log: StageLog) -> Iterator[Example]:
-        encoded, prompt_counts = future.result()
-        self.counter.prime(prompt_counts)
+    def _compose_batch(self, batch: list[Document], per_doc: list[list[tuple[str | None, str]]], prompts: list[str],
+                       counts: Future, log: StageLog) -> Iterator[Example]:
+        answers = iter(counts.result())
+        encoded = [[Unit(section, 0, text, next(answers)) for section, text in units] for units in per_doc]
+        self.counter.prime(dict(zip(prompts, answers)))
         for doc, units in zip(batch, encoded):
             if not units:
                 log.drop(doc, "empty_document" if not doc.text.strip() else "no_content", doc.url)
