@@ -113,7 +113,7 @@ class IntIndex:
         value = self.pending.get(key)
         if value is not None:
             return value
-        i = int(np.searchsorted(self.keys, key))
+        i = int(self.keys.searchsorted(key))
         if i < len(self.keys) and int(self.keys[i]) == key:
             return int(self.values[i])
         return None
@@ -122,7 +122,7 @@ class IntIndex:
         """Values of those of `keys` that are present, in order (one vectorised search)."""
         found = [v for v in map(self.pending.get, keys.tolist()) if v is not None]
         if len(self.keys):
-            i = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            i = np.minimum(self.keys.searchsorted(keys), len(self.keys) - 1)
             hit = self.keys[i] == keys
             found += self.values[i[hit]].tolist()
         return found
@@ -133,6 +133,16 @@ class IntIndex:
             self.pending[key] = value
             if len(self.pending) >= self.buffer:
                 self._merge()
+
+    def add_many(self, keys: np.ndarray, value: int) -> None:
+        """`add(key, value)` for each of `keys`, with one vectorised search."""
+        if len(self.keys):
+            i = np.minimum(self.keys.searchsorted(keys), len(self.keys) - 1)
+            keys = keys[self.keys[i] != keys]
+        for key in keys.tolist():
+            self.pending.setdefault(key, value)
+        if len(self.pending) >= self.buffer:
+            self._merge()
 
     def _merge(self) -> None:
         keys = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
@@ -225,8 +235,7 @@ class Dedup(Stage):
                 if similarity >= self.threshold:
                     return "near", candidate, round(similarity, 3)
             os.pwrite(self.signatures.fileno(), sig.tobytes(), index * self.sig_bytes)
-            for band in bands.tolist():
-                self.band_keys.add(band, index)
+            self.band_keys.add_many(bands, index)
         if self.exact:
             self.exact_keys.add(key, index)
         self.kept_ids.append(int(example.example_id, 16))
