@@ -33,12 +33,14 @@ _PATTERNS = {
              r"|\+[1-9]\d{0,2}[-. ]?\(?\d{1,4}\)?(?:[-. ]?\d{2,5}){1,4})" + _E,
 }
 _IPV6 = r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::[0-9A-Fa-f]{1,4}){1,6}|[0-9A-Fa-f]{1,4})(?![0-9A-Za-z:])"
-# Three scans, each skipped when its first character cannot occur: numbers (the lookahead makes every other
-# position fail at once), e-mail addresses (need an @) and IPv6 addresses (need a colon).
+# Three scans, each skipped when what it looks for cannot occur: numbers (the lookahead makes every other
+# position fail at once), e-mail addresses (need an @) and IPv6 addresses (every one holds a hex digit, a colon
+# and a hex digit or colon: `_IP6_HINT`, a quick search, where a colon alone is in most pages).
 _NUMBERS = re.compile("(?=[0-9+(])(?:" + "|".join(
     f"(?P<{kind}>{_PATTERNS[kind]})" for kind in ("rrn", "card", "ip", "phone")) + ")")
 _EMAIL = re.compile(f"(?P<email>{_PATTERNS['email']})")
 _IP6 = re.compile(f"(?P<ip>{_IPV6})")
+_IP6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -81,7 +83,7 @@ class PiiScanner:
         matches = list(_NUMBERS.finditer(text))
         if "@" in text:
             matches += _EMAIL.finditer(text)
-        if ":" in text and "ip" in self.kinds:
+        if "ip" in self.kinds and _IP6_HINT.search(text):
             matches += _IP6.finditer(text)
         if len(matches) > 1:
             matches.sort(key=lambda m: (m.start(), -m.end()))
