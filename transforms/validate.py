@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal
 
 import orjson
 
@@ -480,6 +480,14 @@ def _check_part(job: tuple[str, int, int, int, str, int | None, FileFormat | Non
     spec = lookup(model)
     with open(path, "rb") as f:
         f.seek(start)
-        data = f.read(end - start)
-    return _check_lines(data.split(b"\n"), spec, TokenCounter(spec.encoding, threads=1), limit=limit, fmt=fmt,
-                        first_line=first_line)
+        return _check_lines(_lines_of(f, end - start), spec, TokenCounter(spec.encoding, threads=1), limit=limit,
+                            fmt=fmt, first_line=first_line)
+
+
+def _lines_of(f: BinaryIO, size: int) -> Iterator[bytes]:
+    """The lines of the next `size` bytes of `f`, read as they are checked (`size` ends at a line's end)."""
+    for line in f:
+        yield line
+        size -= len(line)
+        if size <= 0:
+            return
