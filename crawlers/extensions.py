@@ -58,8 +58,8 @@ class CrawlProgress:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         CrawlProgress._open -= 1
+        self.tick()  # the final tally, also in plain log mode (a short crawl may end before the first tick)
         if self.tty:
-            self.tick()
             if CrawlProgress._open == 0:
                 self.out.write("\n")
                 self.out.flush()
