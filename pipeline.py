@@ -23,6 +23,7 @@ from ops.run import build_counts, crawl_counts, recorded
 from ops.schedule import ScheduleError
 from transforms import model_registry
 from transforms.build import BuildError, BuildResult, build
+from transforms.export import FORMATS as EXPORT_FORMATS, ExportError
 from transforms.tokens import EncodingFileError, TokenCounter
 from transforms.review import NotApproved, ReviewError
 from transforms.validate import CATEGORIES, FORMATS, Report, validate_file
@@ -31,6 +32,7 @@ EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildErro
                    FinetuneError)
 EXPECTED_ERRORS += (ReviewError, NotApproved)
 EXPECTED_ERRORS += (LockHeld, ScheduleError)
+EXPECTED_ERRORS += (ExportError,)
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
 
 
@@ -309,6 +311,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return cli.cmd_evaluate(_config(args), model=args.model, base=args.base, dataset=args.dataset, say=say)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from transforms.export import export
+
+    config = _config(args)
+    done = export(config, args.format, dataset=args.dataset, out=Path(args.out) if args.out else None)
+    say(f"exported {done.source.name} {done.source.version} for {args.format}: train {done.count('train')}, test "
+        f"{done.count('test')} examples → {_relative(done.dir)}/ ({', '.join(done.files)})")
+    say(f"  trained: {done.trained}; round trip checked: read back as {args.format} reads it, every conversation "
+        "and its trained turns match the version")
+    for line in done.usage:
+        say(f"  {line}")
+    return 0
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     from crawlers.store import state_path
     from transforms.review import apply_review, resolve
@@ -436,9 +452,14 @@ def parser() -> argparse.ArgumentParser:
     })
     verbs("models", cmd_models, "manage fine-tuned models", {"delete": ("name", "delete a fine-tuned model")})
     e = command("evaluate", cmd_evaluate, "ask the base and the tuned model the test questions; write a report")
-    e.add_argument("--model", required=True, help="the fine-tuned model (ft:…)")
+    e.add_argument("--model", required=True, help="the fine-tuned model (ft:…, or local:<job id> for a local job)")
     e.add_argument("--base", help="model to compare with (default: the tuned model's base)")
     e.add_argument("--dataset", help="version folder, version name or latest (default: the model's job's version)")
+    x = command("export", cmd_export, "write a dataset version in the form a trainer loads directly, checked by "
+                "reading it back")
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the trainer to export for")
+    x.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")
+    x.add_argument("--out", help="folder to write (default: <version>/exports/<format>/)")
     return top
 
 
