@@ -296,17 +296,44 @@ class EvaluationConfig(Section):
     max_examples: int | None = Field(None, ge=1, description="ask only the first N test examples; default: all")
 
 
+class LoraConfig(Section):
+    """LoRA adapter trained by the local backend (PEFT); `enabled: false` trains every weight instead."""
+
+    enabled: bool = Field(True, description="train a LoRA adapter; false: full fine-tuning of every weight")
+    r: int = Field(16, ge=1, le=1024, description="rank of the adapter's update matrices")
+    alpha: int = Field(32, ge=1, description="scaling of the update (alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] = Field(
+        "all-linear", description="modules that get an adapter: all-linear (every linear layer but the output "
+        "head) or names such as [q_proj, v_proj]"
+    )
+
+
 class FinetuneConfig(Section):
     """How a dataset version becomes a fine-tuning job, and where the fine-tuning API is.
 
     `base_url`, `organization` and `project` are overridden by OPENAI_BASE_URL, OPENAI_ORG_ID and
     OPENAI_PROJECT_ID when those are set (CLI > env > file > default). The API key is read only from the
     environment (OPENAI_API_KEY; for Azure AZURE_OPENAI_API_KEY, else OPENAI_API_KEY), never from a file.
+    With `provider: local` nothing leaves the machine: `base_model` is trained here (TRL + PEFT LoRA) with
+    `n_epochs`, `batch_size`, `learning_rate`, `max_seq_length` and `lora`.
     """
 
     require_approval: bool = Field(False, description="refuse to fine-tune a version not marked with `approve`")
-    provider: Literal["openai", "azure"] = Field(
-        "openai", description="fine-tuning API: openai (or any OpenAI-compatible base_url) or azure (Azure OpenAI)"
+    provider: Literal["openai", "azure", "local"] = Field(
+        "openai", description="fine-tuning API: openai (or any OpenAI-compatible base_url), azure (Azure OpenAI) "
+        "or local (an open-weights model trained on this machine)"
+    )
+    base_model: str | None = Field(
+        None, description="local: the open-weights causal LM to fine-tune, a local folder or a Hugging Face hub "
+        "id (from the hub cache when HF_HUB_OFFLINE=1)"
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="local: the LoRA adapter")
+    learning_rate: Auto | Annotated[float, Field(gt=0, lt=1)] = Field(
+        "auto", description="local: AdamW learning rate; auto: 2e-4 with LoRA, 2e-5 for full fine-tuning"
+    )
+    max_seq_length: int = Field(
+        2048, ge=16, description="local: tokens per example at most; longer ones are cut (their end is not trained)"
     )
     base_url: str | None = Field(
         None, description="API base URL (azure: the resource endpoint); default: the provider's"
@@ -346,6 +373,13 @@ class FinetuneConfig(Section):
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high:
             return value
         raise ValueError(f"expected 'auto' or an integer from 1 to {high}, got {value!r}")
+
+    @model_validator(mode="after")
+    def _local_needs_a_model(self) -> "FinetuneConfig":
+        if self.provider == "local" and not self.base_model:
+            raise ValueError("provider local needs finetune.base_model: a local folder or a Hugging Face hub id of "
+                             "an open-weights causal LM (e.g. Qwen/Qwen2.5-0.5B-Instruct)")
+        return self
 
     @field_validator("suffix")
     @classmethod

@@ -1,4 +1,4 @@
-"""The fine-tuning backend interface: what every provider (OpenAI, Azure OpenAI, later a local trainer) offers.
+"""The fine-tuning backend interface: what every provider (OpenAI, Azure OpenAI, the local trainer) offers.
 
 Callers above this layer see only the records and errors defined here, never a provider SDK's objects, so a
 backend can be swapped without touching `launch`, `watch`, `results` or `evaluate`.
@@ -195,11 +195,19 @@ class Backend(ABC):
              max_tokens: int | None = None) -> ChatReply: ...
 
 
-def create_backend(config: Any, provider: str | None = None) -> Backend:
-    """The backend for a `FinetuneConfig`; `provider` (a job's stored one) overrides the configured one."""
+def create_backend(config: Any, provider: str | None = None, *, output_dir: Path | None = None) -> Backend:
+    """The backend for a `FinetuneConfig`; `provider` (a job's stored one) overrides the configured one.
+
+    The local backend keeps its jobs under `output_dir`, so it needs it."""
     name = provider or config.provider
     if name in ("openai", "azure"):
         from finetune.openai_backend import OpenAIBackend
 
         return OpenAIBackend.from_config(config, provider=name)
-    raise FinetuneError(f"unknown fine-tuning provider {name!r}; set finetune.provider to openai or azure")
+    if name == "local":
+        if output_dir is None:
+            raise FinetuneError("the local fine-tuning backend needs the output directory its jobs live in")
+        from finetune.local_backend import LocalBackend
+
+        return LocalBackend(config, Path(output_dir))
+    raise FinetuneError(f"unknown fine-tuning provider {name!r}; set finetune.provider to openai, azure or local")

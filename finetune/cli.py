@@ -56,7 +56,8 @@ def _hyper(job: Job) -> str:
 
 def _backend_for(config: Config, state: FinetuneState, job_id: str) -> tuple[Backend, JobRecord | None]:
     record = state.job(job_id)
-    return create_backend(config.finetune, provider=record.provider if record else None), record
+    return create_backend(config.finetune, provider=record.provider if record else None,
+                          output_dir=config.output_dir), record
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def cmd_finetune(config: Config, *, dataset: str, wait: bool, force: bool, confi
         if not job.terminal:
             say(f"  follow it: python pipeline.py jobs wait {job.id} --config {config_arg}")
         return 0
-    backend = create_backend(config.finetune, provider=job.provider)
+    backend = create_backend(config.finetune, provider=job.provider, output_dir=config.output_dir)
     return _wait(config, backend, job.id, config_arg=config_arg, say=say)
 
 
@@ -213,7 +214,8 @@ def _list_jobs(config: Config, state: FinetuneState, say: Say) -> int:
     for r in records:
         status, model, note = r.status, r.fine_tuned_model, ""
         if status not in TERMINAL:
-            backend = backends.get(r.provider) or create_backend(config.finetune, provider=r.provider)
+            backend = backends.get(r.provider) or create_backend(config.finetune, provider=r.provider,
+                                                                  output_dir=config.output_dir)
             backends[r.provider] = backend
             try:
                 job = backend.get_job(r.job_id)
@@ -251,7 +253,8 @@ def _show(job: Job, record: JobRecord | None, say: Say) -> None:
 def cmd_models_delete(config: Config, *, name: str, say: Say) -> int:
     with FinetuneState(config.output_dir) as state:
         record = state.job_for_model(name)
-    backend = create_backend(config.finetune, provider=record.provider if record else None)
+    backend = create_backend(config.finetune, provider=record.provider if record else None,
+                             output_dir=config.output_dir)
     if not backend.delete_model(name):
         raise FinetuneError(f"the API did not delete {name}")
     say(f"deleted model {name}")
@@ -269,8 +272,10 @@ def cmd_evaluate(config: Config, *, model: str, base: str | None, dataset: str |
     if dataset is None and record is not None and record.version_dir and Path(record.version_dir).is_dir():
         dataset = record.version_dir
     ds = resolve_dataset(config, dataset or "latest")
-    base = base or base_of(model) or config.model
-    backend = create_backend(config.finetune, provider=record.provider if record else None)
+    local_base = config.finetune.base_model if config.finetune.provider == "local" else None
+    base = base or base_of(model) or (record.model if record else None) or local_base or config.model
+    backend = create_backend(config.finetune, provider=record.provider if record else None,
+                             output_dir=config.output_dir)
     ev_cfg = config.finetune.evaluation
     say(f"asking {base} (base) and {model} (tuned) the test questions of {ds.label} "
         f"(temperature {ev_cfg.temperature:g}, {ev_cfg.concurrency} at a time)")

@@ -83,7 +83,14 @@ def _summary(report: Report, *, skip: tuple[str, ...] = ()) -> str:
 
 def check_dataset(config: Config, ds: Dataset) -> Checked:
     """Every local refusal; returns the validation reports and warnings when the dataset may be sent."""
-    spec, warnings = model_registry.check(config.model)
+    local = config.finetune.provider == "local"
+    if local:  # the model only decided how the dataset was built; its retirement does not stop local training
+        from finetune.local_backend import check_ready
+
+        check_ready(config)
+        spec, warnings = model_registry.lookup(config.model), []
+    else:
+        spec, warnings = model_registry.check(config.model)
     on = model_registry.today()
     if config.finetune.provider == "openai" and on >= model_registry.NEW_JOBS_END:
         raise Refused(f"OpenAI accepts no new fine-tuning jobs since {model_registry.NEW_JOBS_END.isoformat()}; "
@@ -98,6 +105,9 @@ def check_dataset(config: Config, ds: Dataset) -> Checked:
     if train.format == "preference":
         raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
                       "chat or prompt/completion examples")
+    if local and train.format not in (None, "chat"):
+        raise Refused(f"{ds.train} holds {train.format} examples; the local trainer trains chat examples "
+                      "(`messages`): set `model` to a chat model and rebuild with `python pipeline.py build`")
     if not train.ok:
         few = "insufficient_examples" in train.errors
         raise Refused(
@@ -151,6 +161,10 @@ def job_placeholder(record: JobRecord) -> Job:
 def job_request(config: Config, ds: Dataset, spec: model_registry.ModelSpec) -> dict[str, Any]:
     """The request apart from file ids, as stored with the job and hashed to recognise a repeat."""
     ft = config.finetune
+    if ft.provider == "local":
+        from finetune.local_backend import local_job_request
+
+        return local_job_request(config, ds)
     return {
         "model": spec.name,
         "hyperparameters": {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
@@ -184,13 +198,16 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
     ds = resolve_dataset(config, dataset)
     checked = check_dataset(config, ds)
     train = checked.train
-    say(f"checked {ds.label} for {checked.spec.name}: train {train.examples} examples, "
+    local = config.finetune.provider == "local"
+    say(f"checked {ds.label} for {config.finetune.base_model if local else checked.spec.name}: train "
+        f"{train.examples} examples, "
         + (f"test {checked.test.examples} (sent as the validation file)" if checked.test else "no test split")
         + f"; {sum(train.tokens):,} tokens, at most {max(train.tokens):,} per example (limit {train.limit:,}); "
-        f"estimated training cost ${train.estimated_cost_usd:.2f} at {train.n_epochs} epochs")
+        + ("trained on this machine, no API cost" if local else
+           f"estimated training cost ${train.estimated_cost_usd:.2f} at {train.n_epochs} epochs"))
     for warning in checked.warnings:
         say(f"  warning: {warning}")
-    backend = backend or create_backend(config.finetune)
+    backend = backend or create_backend(config.finetune, output_dir=config.output_dir)
     digests = {"train": sha256_file(ds.train), "test": sha256_file(ds.test) if checked.test else None}
     request = job_request(config, ds, checked.spec)
     identity = {"scope": backend.scope, "files": digests, **request}
