@@ -206,6 +206,16 @@ def test_exporting_again_replaces_the_previous_export(weighted, tmp_path):
     assert (out / "train.jsonl").read_bytes() == first and not (out / "stale.txt").exists()
 
 
+def test_out_never_replaces_a_folder_that_is_not_an_export(weighted, tmp_path, capsys):
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep me")
+    assert main(["export", "--format", "trl", "--config", str(weighted), "--out", str(mine)]) == 1
+    assert capsys.readouterr().err == (f"error: {mine} exists and is not an earlier export (it has no export.json); "
+                                       "pass --out a new or empty folder, nothing was written\n")
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+
+
 def test_a_missing_version_says_how_to_build_one(tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text("output_dir: out\nsources:\n  - name: guide\n    start_urls: ['http://guide.example.internal/']\n",

@@ -198,7 +198,7 @@ def test_finetune_wait_trains_an_adapter_in_the_background_and_jobs_and_evaluate
     assert re.search(rf"created job {job_id} on local: {re.escape(str(project.model))}, batch_size 8, "
                      r"learning_rate 0.02, lora_alpha 16, lora_dropout 0.0, lora_r 8, lora_target_modules all-linear, "
                      r"max_seq_length 256, method lora, n_epochs 3", out)
-    assert "  Loading " in out and "on cpu (" in out
+    assert re.search(r"^  Loading .* on (cpu|cuda) \(", out, re.M)  # the GPU when there is one
     assert re.search(r"  train: \d+ examples laid out with the model's chat template, [\d,]+ tokens of which [\d,]+ "
                      r"are trained; \d+ assistant messages with weight 0 left out of the loss", out)
     assert re.search(r"\[running\] step \d+/\d+ · train loss \d", out)

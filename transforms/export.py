@@ -428,6 +428,9 @@ def export(config: Any, fmt: str, *, dataset: str = "latest", out: Path | None =
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     source = read_source(datasets_root(config), dataset)
     final = Path(out).resolve() if out else source.dir / "exports" / fmt
+    if final.exists() and not (final / "export.json").is_file() and (not final.is_dir() or any(final.iterdir())):
+        raise ExportError(f"{final} exists and is not an earlier export (it has no export.json); pass --out a new or "
+                          "empty folder, nothing was written")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
