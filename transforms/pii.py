@@ -35,12 +35,13 @@ _PATTERNS = {
 _IPV6 = r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::[0-9A-Fa-f]{1,4}){1,6}|[0-9A-Fa-f]{1,4})(?![0-9A-Za-z:])"
 # Three scans, each skipped when what it looks for cannot occur: numbers (the lookahead makes every other
 # position fail at once), e-mail addresses (need an @) and IPv6 addresses (every one holds a hex digit, a colon
-# and a hex digit or colon: `_IP6_HINT`, a quick search, where a colon alone is in most pages).
+# and a hex digit or colon: `_IP6_HINT`, which starts at the colon so the search jumps from colon to colon;
+# a colon alone is in most pages).
 _NUMBERS = re.compile("(?=[0-9+(])(?:" + "|".join(
     f"(?P<{kind}>{_PATTERNS[kind]})" for kind in ("rrn", "card", "ip", "phone")) + ")")
 _EMAIL = re.compile(f"(?P<email>{_PATTERNS['email']})")
 _IP6 = re.compile(f"(?P<ip>{_IPV6})")
-_IP6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]")
+_IP6_HINT = re.compile(r":(?<=[0-9A-Fa-f]:)[0-9A-Fa-f:]")
 
 
 def luhn_ok(digits: str) -> bool:
