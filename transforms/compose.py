@@ -16,6 +16,7 @@ import hashlib
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 from typing import Iterable, Iterator
 
@@ -31,6 +32,7 @@ AHEAD = 2  # batches being counted while an earlier one is composed
 SECTION_ALLOWANCE = 64  # tokens reserved for a section name in the question of a split page
 
 
+@lru_cache(maxsize=4096)  # an answer's templates are asked for three times: for its prompts, its fit, its examples
 def _stable_int(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(parts).encode("utf-8")).digest()[:8], "big")
 

@@ -135,9 +135,12 @@ class ReportCollector:
         return result
 
 
+_REVERSED_HEX = str.maketrans("0123456789abcdef", "fedcba9876543210")
+
+
 def _negate(example_id: str) -> str:
     """A key whose order is the reverse of example_id's (hex), so a min-heap keeps the smallest ids."""
-    return example_id.translate(str.maketrans("0123456789abcdef", "fedcba9876543210"))
+    return example_id.translate(_REVERSED_HEX)
 
 
 def _version_lines(version: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
