@@ -162,18 +162,22 @@ def _version_lines(version: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
 # -- plots -----------------------------------------------------------------------------------------------
 
 def token_histogram(tokens: dict[str, Any], limit: int) -> str:
-    """An SVG histogram of tokens per example, train and test, as a data: URI for an <img>."""
+    """An SVG histogram of tokens per example, train and test, as a data: URI for an <img>.
+
+    The bins are counted with numpy and drawn as one filled step outline per split: the same picture as
+    `hist`'s bars, without an artist per bar."""
+    import numpy as np
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7.5, 3.2), dpi=100)
     axes = figure.add_subplot()
-    values = [list(tokens.get("train", [])), list(tokens.get("test", []))]
-    top = max((max(v) for v in values if v), default=1)
-    bins = 40
-    edges = [top * i / bins for i in range(bins + 1)]
+    values = [np.asarray(tokens.get(split, ()), dtype=np.int64) for split in ("train", "test")]
+    top = max((int(v.max()) for v in values if len(v)), default=1)
+    edges = np.linspace(0, top, 41)
     for series, label, color in zip(values, ("train", "test"), ("#3b6ea8", "#e08a2c")):
-        if series:
-            axes.hist(series, bins=edges, alpha=0.7, label=f"{label} ({len(series):,})", color=color)
+        if len(series):
+            counts, _ = np.histogram(series, bins=edges)
+            axes.stairs(counts, edges, fill=True, alpha=0.7, label=f"{label} ({len(series):,})", color=color)
     if limit and limit <= top * 1.2:
         axes.axvline(limit, color="#b00020", linestyle="--", label=f"limit {limit:,}")
     axes.set_xlabel("tokens per example (exact, as billed)")
