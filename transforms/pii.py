@@ -42,6 +42,21 @@ _NUMBERS = re.compile("(?=[0-9+(])(?:" + "|".join(
 _EMAIL = re.compile(f"(?P<email>{_PATTERNS['email']})")
 _IP6 = re.compile(f"(?P<ip>{_IPV6})")
 _IP6_HINT = re.compile(r":(?<=[0-9A-Fa-f]:)[0-9A-Fa-f:]")
+# Where a number can start: one of its first characters after no letter or digit. Starting with the character
+# class lets the regex engine skip from candidate to candidate instead of trying `_NUMBERS` at every position.
+_NUMBER_START = re.compile(r"[0-9+(](?<![0-9A-Za-z][0-9+(])")
+
+
+def _numbers(text: str) -> Iterator[re.Match]:
+    """The matches of `_NUMBERS.finditer(text)`, tried only where a number can start."""
+    pos = 0
+    while start := _NUMBER_START.search(text, pos):
+        match = _NUMBERS.match(text, start.start())
+        if match:
+            yield match
+            pos = match.end()
+        else:
+            pos = start.start() + 1
 
 
 def luhn_ok(digits: str) -> bool:
@@ -81,7 +96,7 @@ class PiiScanner:
 
     def _hits(self, text: str) -> list[tuple[str, re.Match]]:
         """Valid matches of the wanted kinds, in order, none overlapping (the earlier one wins)."""
-        matches = list(_NUMBERS.finditer(text))
+        matches = list(_numbers(text))
         if "@" in text:
             matches += _EMAIL.finditer(text)
         if "ip" in self.kinds and _IP6_HINT.search(text):
