@@ -132,8 +132,8 @@ class TokenCounter:
         return n
 
 
-def _count_in_helper(encoding_name: str, texts: list[str], threads: int) -> list[int]:
-    return count_texts(get_encoding(encoding_name), texts, threads)
+def _count_in_helper(encoding_name: str, texts: list[str]) -> list[int]:
+    return count_texts(get_encoding(encoding_name), texts, num_threads=1)
 
 
 class CountingProcess:
@@ -141,8 +141,9 @@ class CountingProcess:
 
     Not threads: tiktoken comes back to Python after every text, and a thread waiting for the GIL behind a busy
     main thread waits its switch interval (5 ms) each time (measured: 10,000 pages took 42 s instead of 1.8 s).
-    The helper starts with the second batch, so a small build never pays for it; until it has loaded its copy
-    of the encoding, batches are counted here.
+    The helper counts on one thread (the caller's work has the other core; a second thread only took turns with
+    it), starts with the second batch, so a small build never pays for it, and until it has loaded its copy of
+    the encoding, batches are counted here.
     """
 
     def __init__(self, counter: TokenCounter):
@@ -166,7 +167,7 @@ class CountingProcess:
                                             initializer=get_encoding, initargs=(self.counter.name,))
             self.ready = self.pool.submit(len, ())
         if self.ready is not None and self.ready.done():
-            return self.pool.submit(_count_in_helper, self.counter.name, texts, self.counter.threads)
+            return self.pool.submit(_count_in_helper, self.counter.name, texts)
         here: Future = Future()
         here.set_result(self.counter.texts(texts))
         return here
