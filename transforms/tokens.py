@@ -143,7 +143,8 @@ class CountingProcess:
     main thread waits its switch interval (5 ms) each time (measured: 10,000 pages took 42 s instead of 1.8 s).
     The helper counts on one thread (the caller's work has the other core; a second thread only took turns with
     it), starts with the second batch, so a small build never pays for it, and until it has loaded its copy of
-    the encoding, batches are counted here.
+    the encoding, or if it cannot start (a script that calls `build` without `if __name__ == "__main__":`),
+    batches are counted here.
     """
 
     def __init__(self, counter: TokenCounter):
@@ -166,7 +167,7 @@ class CountingProcess:
             self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=get_encoding, initargs=(self.counter.name,))
             self.ready = self.pool.submit(len, ())
-        if self.ready is not None and self.ready.done():
+        if self.ready is not None and self.ready.done() and self.ready.exception() is None:
             return self.pool.submit(_count_in_helper, self.counter.name, texts)
         here: Future = Future()
         here.set_result(self.counter.texts(texts))
