@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch", reason="the local backend's packages are not installed (pip install -e '.[local]')")
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's
 
 import huggingface_hub.constants  # noqa: E402
 
@@ -307,7 +308,9 @@ def test_sigterm_during_training_stops_after_the_step_and_keeps_no_adapter(proje
 
     job_dir = JobDir(project.root / "out" / "local_jobs" / "local-20261121-000000-abcdef")
     job_dir.path.mkdir(parents=True)
-    (job_dir.job_file).write_text(json.dumps(trainer_job(tiny_model, project.version / "train.jsonl", n_epochs=30)))
+    few = project.root / "few.jsonl"
+    few.write_text("".join((project.version / "train.jsonl").read_text(encoding="utf-8").splitlines(True)[:4]))
+    job_dir.job_file.write_text(json.dumps(trainer_job(tiny_model, few, n_epochs=30)))
 
     def cancel_at_step_2() -> None:
         wait_for(lambda: job_dir.events_file.exists() and "Step 2/" in job_dir.events_file.read_text(), 60)
