@@ -6,7 +6,7 @@ import tiktoken.load
 from tiktoken_ext import openai_public
 
 from transforms import tokens
-from transforms.tokens import CountingProcess, EncodingFileError, TokenCounter, count_messages, get_encoding
+from transforms.tokens import EncodingFileError, TokenCounter, count_messages, get_encoding
 
 SAMPLES = [
     "",
@@ -89,13 +89,3 @@ def test_batch_counts_equal_single_counts():
     texts = SAMPLES * 5
     assert counter.texts(texts) == [len(counter.encoding.encode_ordinary(t)) for t in texts]
 
-
-def test_the_counting_process_counts_like_this_process():
-    counter = TokenCounter("o200k_base")
-    texts = SAMPLES * 5
-    expected = [len(counter.encoding.encode_ordinary(t)) for t in texts]
-    with CountingProcess(counter) as counting:
-        assert counting.submit(texts).result() == expected  # the first batch: here
-        assert counting.submit(texts).result() == expected  # the second starts the helper
-        counting.ready.result(timeout=60)
-        assert counting.submit(texts).result() == expected  # in the helper

@@ -13,22 +13,19 @@ and section; `turns_per_example` > 1 chains consecutive answers of a page into o
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
 from typing import Iterable, Iterator
 
 from crawlers.document import Document
 from transforms.chunk import Chunker, sections
 from transforms.example import Example
 from transforms.formats import Format, completion_text, prompt_text
+from transforms.helper import BatchHelper, batches, pipelined
 from transforms.stage import Stage, StageLog
-from transforms.tokens import CountingProcess, TokenCounter, chat_tokens
+from transforms.tokens import TokenCounter, chat_tokens, count_with, get_encoding
 
 BATCH = 256
-AHEAD = 2  # batches being counted while an earlier one is composed
 SECTION_ALLOWANCE = 64  # tokens reserved for a section name in the question of a split page
 
 
@@ -76,14 +73,14 @@ class ComposeExamples(Stage):
             return [(piece.section, piece.text) for piece in sections(doc.text)]
         return [(None, doc.text)] if doc.text.strip() else []
 
-    def _submit(self, batch: list[Document], counting: CountingProcess) -> tuple:
-        """A batch's units of each document and the strings `cached` will be asked for, with a future of
-        their counts: all texts of the batch counted in one call, beside the composing of earlier batches."""
+    def _prepare(self, batch: list[Document]) -> tuple:
+        """A batch's units of each document, the strings `cached` will be asked for, and every text to count:
+        all texts of the batch are counted in one call."""
         per_doc = [self._units_of(doc) for doc in batch]
         texts = [self._wrapped(text) for units in per_doc for _, text in units]
         prompts = list(dict.fromkeys(
             s for doc, units in zip(batch, per_doc) for section, _ in units for s in self._prompts(doc, section)))
-        return batch, per_doc, prompts, counting.submit(texts + prompts)
+        return batch, per_doc, prompts, texts + prompts
 
     def _prompts(self, doc: Document, section: str | None) -> list[str]:
         """The strings `cached` will be asked for when this unit's examples are made."""
@@ -97,19 +94,15 @@ class ComposeExamples(Stage):
     # -- the stage ---------------------------------------------------------------------------------------
 
     def __call__(self, documents: Iterable[Document], log: StageLog) -> Iterator[Example]:
-        docs = iter(documents)
-        with CountingProcess(self.counter) as counting:
-            pending: deque[tuple] = deque()
-            while batch := list(islice(docs, BATCH)):
-                pending.append(self._submit(batch, counting))
-                if len(pending) > AHEAD:
-                    yield from self._compose_batch(*pending.popleft(), log)
-            while pending:
-                yield from self._compose_batch(*pending.popleft(), log)
+        name = self.counter.name
+        with BatchHelper(count_with, name, warm_up=get_encoding, warm_up_args=(name,)) as helper:
+            prepared = (self._prepare(batch) for batch in batches(documents, BATCH))
+            for (batch, per_doc, prompts, _), counts in pipelined(prepared, lambda p: helper.submit(p[3])):
+                yield from self._compose_batch(batch, per_doc, prompts, counts, log)
 
     def _compose_batch(self, batch: list[Document], per_doc: list[list[tuple[str | None, str]]], prompts: list[str],
-                       counts: Future, log: StageLog) -> Iterator[Example]:
-        answers = iter(counts.result())
+                       counts: list[int], log: StageLog) -> Iterator[Example]:
+        answers = iter(counts)
         encoded = [[Unit(section, 0, text, next(answers)) for section, text in units] for units in per_doc]
         self.counter.prime(dict(zip(prompts, answers)))
         for doc, units in zip(batch, encoded):

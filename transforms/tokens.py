@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import threading
 from binascii import a2b_base64  # base64.b64decode's own decoder, without its per-call checks
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -132,46 +131,9 @@ class TokenCounter:
         return n
 
 
-def _count_in_helper(encoding_name: str, texts: list[str]) -> list[int]:
+def count_with(texts: list[str], encoding_name: str) -> list[int]:
+    """Counts of `texts` in the named encoding on this thread: the work a helper process is given."""
     return count_texts(get_encoding(encoding_name), texts, num_threads=1)
-
-
-class CountingProcess:
-    """Counts batches of texts in a helper process, beside the caller's own Python work.
-
-    Not threads: tiktoken comes back to Python after every text, and a thread waiting for the GIL behind a busy
-    main thread waits its switch interval (5 ms) each time (measured: 10,000 pages took 42 s instead of 1.8 s).
-    The helper counts on one thread (the caller's work has the other core; a second thread only took turns with
-    it), starts with the second batch, so a small build never pays for it, and until it has loaded its copy of
-    the encoding, or if it cannot start (a script that calls `build` without `if __name__ == "__main__":`),
-    batches are counted here.
-    """
-
-    def __init__(self, counter: TokenCounter):
-        self.counter = counter
-        self.pool: ProcessPoolExecutor | None = None
-        self.ready: Future | None = None
-        self.batches = 0
-
-    def __enter__(self) -> "CountingProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-    def submit(self, texts: list[str]) -> Future:
-        """A future of the texts' counts."""
-        self.batches += 1
-        if self.pool is None and self.batches > 1:
-            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=get_encoding, initargs=(self.counter.name,))
-            self.ready = self.pool.submit(len, ())
-        if self.ready is not None and self.ready.done() and self.ready.exception() is None:
-            return self.pool.submit(_count_in_helper, self.counter.name, texts)
-        here: Future = Future()
-        here.set_result(self.counter.texts(texts))
-        return here
 
 
 def count_messages(encoding: tiktoken.Encoding, messages: list[dict[str, Any]]) -> int:
