@@ -119,7 +119,13 @@ def build_once(config: Path) -> dict:
 
 
 def measure(n: int, keep: Path | None) -> dict:
-    directory = Path(tempfile.mkdtemp(prefix=f"bench-mem-{n}-", dir=keep))
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix=f"bench-mem-{n}-") as directory:
+            return build_in(Path(directory), n)
+    return build_in(Path(tempfile.mkdtemp(prefix=f"bench-mem-{n}-", dir=keep)), n)
+
+
+def build_in(directory: Path, n: int) -> dict:
     (directory / "out").mkdir()
     write_synthetic_state(directory / "out" / "state.sqlite", n)
     config = write_config(directory)
@@ -134,7 +140,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000)
-    parser.add_argument("--keep", type=Path, help="folder for the temp states (default: the system temp dir)")
+    parser.add_argument("--keep", type=Path, help="folder to keep the states in (default: a temp dir, removed)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -33,15 +33,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=20_000)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as directory:
+        return measure(Path(directory), args.documents)
 
+
+def measure(directory: Path, documents: int) -> int:
     from configs import load_config
     from crawlers.store import PageStore
     from transforms.build import build
     from transforms.tokens import get_encoding
 
-    directory = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     (directory / "out").mkdir()
-    size = write_synthetic_state(directory / "out" / "state.sqlite", args.documents)
+    size = write_synthetic_state(directory / "out" / "state.sqlite", documents)
     config = load_config(write_config(directory))
     encoding = get_encoding("o200k_base")
 
@@ -62,7 +65,7 @@ def main() -> int:
     after, _ = encode_all()
     baseline = min(before, after)
     ratio = baseline / seconds
-    print(f"{args.documents:,} documents, {size / 1e6:,.1f} MB of text, {tokens:,} tokens")
+    print(f"{documents:,} documents, {size / 1e6:,.1f} MB of text, {tokens:,} tokens")
     print(f"tiktoken encode_ordinary_batch (2 threads): {baseline:6.2f} s  ({size / 1e6 / baseline:5.1f} MB/s; "
           f"{before:.2f} s before the build, {after:.2f} s after)")
     print(f"build → {result.manifest['counts']['examples']:,} examples:  {seconds:6.2f} s  "

@@ -100,15 +100,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=50_000)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-validate-") as directory:
+        return measure(Path(directory) / "train.jsonl", args.examples)
 
+
+def measure(path: Path, examples: int) -> int:
     from transforms.model_registry import lookup
     from transforms.tokens import TokenCounter
     from transforms.validate import validate_file
 
     spec = lookup("gpt-4o-mini-2024-07-18")
     counter = TokenCounter(spec.encoding)
-    path = Path(tempfile.mkdtemp(prefix="bench-validate-")) / "train.jsonl"
-    size = write_file(path, args.examples)
+    size = write_file(path, examples)
     os.sync()  # the file's dirty pages reach the disk now, not during a measurement
     counter.texts(["warm up"] * 10)
 
@@ -123,7 +126,7 @@ def main() -> int:
     assert baseline_errors == 0 and report.ok, (baseline_errors, dict(report.errors))
     assert sum(report.tokens) == baseline_tokens, (sum(report.tokens), baseline_tokens)
     ratio = baseline / ours
-    print(f"{args.examples:,} examples, {size / 1e6:,.1f} MB, {baseline_tokens:,} tokens (same count both ways)")
+    print(f"{examples:,} examples, {size / 1e6:,.1f} MB, {baseline_tokens:,} tokens (same count both ways)")
     print(f"cookbook serial loop: {baseline:6.2f} s")
     print(f"crawl2tune validate:  {ours:6.2f} s")
     print(f"speed-up {ratio:.2f}× (target ≥ {TARGET}×) {'OK' if ratio >= TARGET else 'MISSED'}")
