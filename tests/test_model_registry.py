@@ -51,3 +51,8 @@ def test_registry_knows_encoding_limit_and_format(name, encoding, limit, fmt):
 def test_unknown_model_lists_known_ones():
     with pytest.raises(ModelError, match="unknown model 'gpt-5'.*gpt-4o-mini-2024-07-18"):
         lookup("gpt-5")
+
+
+def test_a_dataset_trained_locally_is_not_bound_by_openai_dates():
+    spec, warnings = check("gpt-4o-mini-2024-07-18", on=date(2027, 3, 1), hosted=False)
+    assert spec.encoding == "o200k_base" and warnings == []

@@ -91,7 +91,7 @@ def _recounter(counter: TokenCounter, fmt: Format):
 
 def build(config: Config) -> BuildResult:
     """Build a new dataset version from the crawl state (or report that it equals the latest one)."""
-    spec, warnings = model_registry.check(config.model)
+    spec, warnings = model_registry.check(config.model, hosted=config.finetune.provider != "local")
     state = state_path(config.output_dir)
     if not state.exists():
         raise BuildError(f"no crawl state at {state}; run `python pipeline.py crawl` with this config first")

@@ -83,10 +83,16 @@ def lookup(name: str) -> ModelSpec:
     return spec
 
 
-def check(name: str, *, on: date | None = None) -> tuple[ModelSpec, list[str]]:
-    """Spec and warnings for fine-tuning `name` on a date; raises ModelError for a retired model."""
+def check(name: str, *, on: date | None = None, hosted: bool = True) -> tuple[ModelSpec, list[str]]:
+    """Spec and warnings for fine-tuning `name` on a date; raises ModelError for a retired model.
+
+    With `hosted=False` (a dataset trained elsewhere, e.g. the local backend) the model only lends its
+    encoding, limit and format: OpenAI's dates neither refuse nor warn.
+    """
     on = on or today()
     spec = lookup(name)
+    if not hosted:
+        return spec, []
     if spec.shutdown and spec.shutdown <= on:
         alive = [m.name for m in MODELS.values() if not m.shutdown or m.shutdown > on]
         advice = f"choose one of: {', '.join(alive)}" if alive else "use a non-OpenAI backend"
