@@ -22,7 +22,7 @@ class CrawlProgress:
 
     On a terminal (`CRAWL2TUNE_PROGRESS = "auto"` and stderr is a TTY) one status line is rewritten in place;
     otherwise (`"log"`, or not a terminal) a plain line is written every `CRAWL2TUNE_PROGRESS_INTERVAL`
-    seconds, which suits cron mail and CI logs. `"off"` disables it. Sources crawled together share the line.
+    seconds and once at the end, which suits cron mail and CI logs. `"off"` disables it. Sources crawled together share the line.
     """
 
     _status: ClassVar[dict[str, str]] = {}  # every source crawled in this process, in start order
