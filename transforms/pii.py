@@ -142,7 +142,8 @@ class RedactPII(Stage):
         for doc in documents:
             text, found = self.scanner.redact(doc.text)
             title, in_title = self.scanner.redact(doc.title)
-            found += in_title
+            if in_title:
+                found += in_title
             if found:
                 self.found += found
                 self.documents += 1

@@ -32,7 +32,7 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 
 def jsonl(obj: Any) -> bytes:
     """One JSON line: UTF-8 with real characters, no \\uXXXX escapes."""
-    return orjson.dumps(obj) + b"\n"
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def sha256_file(path: Path) -> str:
