@@ -80,8 +80,14 @@ def _cell(text: str | None) -> str:
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    flat = " ".join(text[: limit * 3].split())  # only the start is shown: never scan a whole page
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """The start of `text`, runs of whitespace as one space, cut to `limit` characters. Only the start is read:
+    the first `limit` + 25 % characters nearly always fill it (flattening a prefix gives a prefix of the
+    flattened text), else up to three times `limit`."""
+    for window in (limit + limit // 4, limit * 3):
+        flat = " ".join(text[:window].split())
+        if len(flat) > limit:
+            return flat[: limit - 1] + "…"
+    return flat
 
 
 class ReviewSheet:
