@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from cssselect import GenericTranslator, SelectorError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ops import cron
 from transforms import model_registry
@@ -31,6 +31,7 @@ class Section(BaseModel):
 
 
 Regex = Annotated[str, Field(description="a Python regular expression")]
+CronExpression = Annotated[str, AfterValidator(cron.check)]
 
 
 class SourceConfig(Section):
@@ -63,15 +64,10 @@ class SourceConfig(Section):
         description="crawl a folder of HTML files (an offline export of the site) by serving it on 127.0.0.1 "
         "for the duration of the crawl; URLs keep the hosts of start_urls",
     )
-    schedule: str | None = Field(
+    schedule: CronExpression | None = Field(
         None, description="cron expression on which `schedule` crawls this source (instead of the global "
         "`schedule`), then builds; e.g. '0 * * * *' every hour"
     )
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, expression: str | None) -> str | None:
-        return cron.check(expression) if expression is not None else None
 
     @field_validator("start_urls", "sitemap_urls")
     @classmethod
@@ -402,15 +398,10 @@ class Config(Section):
     crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    schedule: str | None = Field(
+    schedule: CronExpression | None = Field(
         None, description="cron expression on which `schedule` runs the pipeline (sources without their own "
         "`schedule`); e.g. '0 3 * * *' every day at 03:00"
     )
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, expression: str | None) -> str | None:
-        return cron.check(expression) if expression is not None else None
 
     @field_validator("model")
     @classmethod

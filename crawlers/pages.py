@@ -18,6 +18,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import lxml.html
 from lxml import etree
@@ -25,17 +26,17 @@ from lxml import etree
 from crawlers.encoding import decode_html
 from crawlers.links import LinkRules, link_words, page_links
 
+if TYPE_CHECKING:  # the extractor itself is imported where it runs (see _warm_up)
+    from crawlers.extract import Extraction
+
 LOGGER = logging.getLogger(__name__)
 _WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
 class PageContent:
-    title: str
-    text: str
-    breadcrumb: list[str] = field(default_factory=list)
-    language: str | None = None
-    canonical_url: str | None = None
+    page: Extraction
+    """Title, markdown text, breadcrumb, language and canonical URL (see `crawlers.extract`)."""
     links: list[str] = field(default_factory=list)
     link_share: float = 0.0
     """Share of the text's words that are words of the page's link texts: near 1 for navigation only."""
@@ -64,15 +65,7 @@ def process_page(
     if tree is not None:
         links = page_links(tree, url, rules)
         share = _link_share(page.text, link_words(tree))
-    return PageContent(
-        title=page.title,
-        text=page.text,
-        breadcrumb=list(page.breadcrumb),
-        language=page.language,
-        canonical_url=page.canonical_url,
-        links=links,
-        link_share=share,
-    )
+    return PageContent(page, links, share)
 
 
 def _parse(html: str) -> etree._Element | None:

@@ -180,16 +180,16 @@ class SiteSpider(scrapy.Spider):
             yield FetchedPage(self.source.name, fetched, fetched, response.status, reason="extraction_error",
                               **validators)
             return
-        url = self.document_url(content.canonical_url, fetched)
-        title = content.title or url
-        text = content.text.strip()
+        url = self.document_url(content.page.canonical_url, fetched)
+        title = content.page.title or url
+        text = content.page.text.strip()
         document = Document(
             url=url,
             source=self.source.name,
             title=title,
-            category=self.source.category or category_from(content.breadcrumb, title, url) or self.source.name,
+            category=self.source.category or category_from(content.page.breadcrumb, title, url) or self.source.name,
             text=text,
-            language=content.language,
+            language=content.page.language,
             content_hash=text_hash(text),
             fetched_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
