@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from configs import DEFAULT_CONFIG, Config, ConfigError, load_config
+from configs import DEFAULT_CONFIG, Config, ConfigError, SamplingConfig, load_config
 from crawlers.crawl import CrawlError, SourceReport, crawl
 from finetune.backend import FinetuneError
 from ops import logs
@@ -308,7 +308,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from finetune import cli
 
-    return cli.cmd_evaluate(_config(args), model=args.model, base=args.base, dataset=args.dataset, say=say)
+    flags = {k: getattr(args, k) for k in SamplingConfig.model_fields if getattr(args, k) is not None}
+    return cli.cmd_evaluate(_config(args), models=args.model or [], job=args.job, all_checkpoints=args.all_checkpoints,
+                            base=args.base, dataset=args.dataset, flags=flags, sweep_spec=args.sweep, say=say)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -451,10 +453,23 @@ def parser() -> argparse.ArgumentParser:
         "results": ("id", "save the result CSV and a loss/accuracy plot beside the dataset version"),
     })
     verbs("models", cmd_models, "manage fine-tuned models", {"delete": ("name", "delete a fine-tuned model")})
-    e = command("evaluate", cmd_evaluate, "ask the base and the tuned model the test questions; write a report")
-    e.add_argument("--model", required=True, help="the fine-tuned model (ft:…, or local:<job id> for a local job)")
-    e.add_argument("--base", help="model to compare with (default: the tuned model's base)")
+    e = command("evaluate", cmd_evaluate, "ask models the test questions and score them side by side; write a report")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", action="append",
+                       help="a tuned model (ft:…, a checkpoint ft:…:ckpt-step-N, local:<job id>[:checkpoint-N]), "
+                       "scored against its base; repeated: these models side by side")
+    which.add_argument("--job", help="the model of this fine-tuning job, scored against its base")
+    e.add_argument("--all-checkpoints", action="store_true",
+                   help="with --job: the final model and every checkpoint side by side by step, the best marked")
+    e.add_argument("--base", help="model to compare with (default: the tuned model's base; with several models: "
+                   "none unless given)")
     e.add_argument("--dataset", help="version folder, version name or latest (default: the model's job's version)")
+    for name, field in SamplingConfig.model_fields.items():
+        e.add_argument("--" + name.replace("_", "-"), dest=name, metavar="VALUE",
+                       help=f"{field.description} (default: finetune.evaluation.{name})".replace("%", "%%"))
+    e.add_argument("--sweep", metavar="SETTING=V1,V2,…",
+                   help="one evaluation per value of one sampling setting, e.g. temperature=0,0.5,1; the scores side "
+                   "by side and in a sweep report")
     x = command("export", cmd_export, "write a dataset version in the form a trainer loads directly, checked by "
                 "reading it back")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the trainer to export for")

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from cssselect import GenericTranslator, SelectorError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator,
+                      model_validator)
 
 from ops import cron
 from transforms import model_registry
@@ -283,12 +284,56 @@ class WandbConfig(Section):
     tags: list[str] = Field(default_factory=list, description="tags attached to the run")
 
 
-class EvaluationConfig(Section):
-    """How `evaluate` asks the base and the tuned model the test questions."""
+def _within(low: float, high: float | None = None, *, integer: bool = False) -> WrapValidator:
+    """A range check whose one message names the range, whether the value is out of it or not a number at all
+    (a command-line flag arrives as text and is parsed here too)."""
+    span = f"{'an integer' if integer else 'a number'} " + (f"from {low:g} to {high:g}" if high is not None
+                                                            else f">= {low:g}")
 
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature; 0 compares most fairly")
+    def check(value: Any, handler: Any) -> Any:
+        try:
+            checked = None if isinstance(value, bool) else handler(value)
+        except ValidationError:
+            checked = None
+        if checked is None or not (low <= checked and (high is None or checked <= high)):
+            raise ValueError(f"must be {span}, got {value!r}")
+        return checked
+
+    return WrapValidator(check)
+
+
+class SamplingConfig(Section):
+    """How each answer is sampled, checked against the chat completions API's ranges before any request.
+
+    The same model validates the config file and `evaluate`'s flags (--temperature, --top-p, …, --sweep).
+    """
+
+    n: Annotated[int, _within(1, 16, integer=True)] = Field(
+        1, description="answers per question, 1 to 16 (the API allows 128; each is paid for); every one is scored, "
+        "and the report gives their mean and the best"
+    )
+    temperature: Annotated[float, _within(0, 2)] = Field(
+        0.0, description="0 to 2: how random the sampling is; 0 answers (nearly) deterministically, which compares "
+        "models most fairly"
+    )
+    top_p: Annotated[float, _within(0, 1)] = Field(
+        1.0, description="0 to 1: sample only from the most likely tokens that make up this probability mass; 1: all"
+    )
+    frequency_penalty: Annotated[float, _within(-2, 2)] = Field(
+        0.0, description="-2 to 2: above 0 lowers a token's odds by how often it already appears in the answer"
+    )
+    presence_penalty: Annotated[float, _within(-2, 2)] = Field(
+        0.0, description="-2 to 2: above 0 lowers the odds of every token already in the answer (new topics)"
+    )
+    max_tokens: Annotated[int, _within(1, integer=True)] | None = Field(
+        None, description="cap on each answer's tokens, 1 or more; unset: none (the local backend stops at 512)"
+    )
+
+
+class EvaluationConfig(SamplingConfig):
+    """How `evaluate` asks the models the test questions: the sampling above, and how many at once."""
+
     concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
-    max_tokens: int | None = Field(None, ge=1, description="cap on each answer's tokens; default: no cap")
     max_examples: int | None = Field(None, ge=1, description="ask only the first N test examples; default: all")
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from configs import SamplingConfig
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -191,8 +194,8 @@ class Backend(ABC):
     def delete_model(self, model: str) -> bool: ...
 
     @abstractmethod
-    def chat(self, model: str, messages: list[dict[str, Any]], *, temperature: float,
-             max_tokens: int | None = None) -> ChatReply: ...
+    def chat(self, model: str, messages: list[dict[str, Any]], *, sampling: SamplingConfig) -> list[ChatReply]:
+        """`sampling.n` answers to the messages, each sampled with every setting of `sampling`."""
 
 
 def create_backend(config: Any, provider: str | None = None, *, output_dir: Path | None = None) -> Backend:

@@ -7,14 +7,17 @@ with the API's code, message and a hint for that code.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from configs import Config
-from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, JobNotSucceeded, TransientError,
-                              create_backend)
-from finetune.evaluate import evaluate
+from pydantic import ValidationError
+
+from configs import Config, EvaluationConfig, SamplingConfig
+from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, JobNotSucceeded, Refused,
+                              TransientError, create_backend)
+from finetune.evaluate import compare_models, describe, sampling_warnings, sweep, sweep_table, table
 from finetune.launch import launch, resolve_dataset
 from finetune.results import results_dir, save_results
 from finetune.state import FinetuneState, JobRecord
@@ -38,6 +41,8 @@ HINTS = {
     "finetune again",
 }
 DEFAULT_HINT = "the job's log says more: `python pipeline.py jobs events {job}`"
+CHECKPOINT_METRICS = ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                      "full_valid_loss", "full_valid_mean_token_accuracy")
 
 
 def hint(code: str | None, job_id: str, version_dir: str | None) -> str:
@@ -185,8 +190,7 @@ def cmd_jobs(config: Config, *, verb: str, job_id: str | None, config_arg: str, 
             if not checkpoints:
                 say(f"job {job_id} has no checkpoints yet (they are made at the last epochs)")
             for c in checkpoints:
-                metrics = " · ".join(f"{k} {c.metrics[k]:.4f}" for k in
-                                     ("train_loss", "valid_loss", "valid_mean_token_accuracy") if k in c.metrics)
+                metrics = " · ".join(f"{k} {c.metrics[k]:.4f}" for k in CHECKPOINT_METRICS if k in c.metrics)
                 say(f"step {c.step:>6}  {c.model}" + (f"  {metrics}" if metrics else ""))
             return 0
         if verb == "results":
@@ -266,23 +270,110 @@ def base_of(model: str) -> str | None:
     return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else None
 
 
-def cmd_evaluate(config: Config, *, model: str, base: str | None, dataset: str | None, say: Say) -> int:
+def final_model_of(model: str) -> str:
+    """A checkpoint's final model (`ft:…:ckpt-step-N` and `local:<job>:checkpoint-N` lose the suffix), the name
+    its job is recorded under."""
+    return re.sub(r":(ckpt-step|checkpoint)-\d+$", "", model)
+
+
+def _validated(settings: EvaluationConfig, changes: dict[str, str], where: Callable[[str], str]) -> EvaluationConfig:
+    try:
+        return settings.model_validate({**settings.model_dump(), **changes})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise Refused(f"{where(str(err['loc'][0]))}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def flag(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def evaluation_settings(config: Config, flags: dict[str, str]) -> EvaluationConfig:
+    """`finetune.evaluation` with the sampling flags over it (CLI > file > default), checked by the same model."""
+    return _validated(config.finetune.evaluation, flags, flag)
+
+
+def parse_sweep(text: str, settings: EvaluationConfig, flags: dict[str, str]) -> tuple[str, list[float]]:
+    """`temperature=0,0.5,1` → ("temperature", [0.0, 0.5, 1.0]), each value checked like its flag."""
+    name, sep, listed = text.partition("=")
+    param = name.strip().replace("-", "_")
+    if not sep or param not in SamplingConfig.model_fields or not listed.strip():
+        raise Refused(f"--sweep {text}: expected SETTING=VALUE,VALUE,… with SETTING one of "
+                      f"{', '.join(SamplingConfig.model_fields)}; e.g. --sweep temperature=0,0.5,1")
+    if param in flags:
+        raise Refused(f"--sweep {param} and {flag(param)} both set the same setting: drop {flag(param)}")
+    values = [getattr(_validated(settings, {param: v.strip()}, lambda _: f"--sweep {param}={v.strip()}"), param)
+              for v in listed.split(",")]
+    return param, list(dict.fromkeys(values))
+
+
+def _job_models(backend: Backend, state: FinetuneState, job_id: str, all_checkpoints: bool) -> dict[str, str]:
+    """The job's final model, after its checkpoints from the earliest step with --all-checkpoints."""
+    job = backend.get_job(job_id)
+    state.update_job(job)
+    named: dict[str, str] = {}
+    if all_checkpoints:
+        named = {f"step {c.step}": c.model for c in sorted(backend.list_checkpoints(job_id), key=lambda c: c.step)}
+    if job.fine_tuned_model:
+        named["final"] = job.fine_tuned_model
+    if not named:
+        raise Refused(f"job {job_id} is {job.status} and has no model{' or checkpoint' if all_checkpoints else ''} "
+                      f"to evaluate yet; wait for it: python pipeline.py jobs wait {job_id}")
+    return named
+
+
+def _listing(named: dict[str, str]) -> str:
+    items = [name if label == name else f"{name} ({label})" for label, name in named.items()]
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_checkpoints: bool, base: str | None,
+                 dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say) -> int:
+    """One model against its base, several side by side (--model repeated, or a job's checkpoints), or any of
+    these once per value of one sampling setting (--sweep)."""
+    settings = evaluation_settings(config, flags)
+    swept = parse_sweep(sweep_spec, settings, flags) if sweep_spec else None
+    if all_checkpoints and not job:
+        raise Refused("--all-checkpoints scores a job's checkpoints: pass --job ID instead of --model "
+                      "(`python pipeline.py jobs list` shows the jobs)")
     with FinetuneState(config.output_dir) as state:
-        record = state.job_for_model(model)
+        if job:
+            backend, record = _backend_for(config, state, job)
+            named = _job_models(backend, state, job, all_checkpoints)
+        else:
+            record = next(filter(None, (state.job_for_model(final_model_of(m)) for m in models)), None)
+            backend = create_backend(config.finetune, provider=record.provider if record else None,
+                                     output_dir=config.output_dir)
+            named = {m: m for m in models}
+    if len(named) == 1:
+        (model,) = named.values()
+        local_base = config.finetune.base_model if config.finetune.provider == "local" else None
+        base = base or base_of(model) or (record.model if record else None) or local_base or config.model
+        named = {"base": base, "tuned": model}
+    elif base:
+        named = {"base": base, **named}
     if dataset is None and record is not None and record.version_dir and Path(record.version_dir).is_dir():
         dataset = record.version_dir
     ds = resolve_dataset(config, dataset or "latest")
-    local_base = config.finetune.base_model if config.finetune.provider == "local" else None
-    base = base or base_of(model) or (record.model if record else None) or local_base or config.model
-    backend = create_backend(config.finetune, provider=record.provider if record else None,
-                             output_dir=config.output_dir)
-    ev_cfg = config.finetune.evaluation
-    say(f"asking {base} (base) and {model} (tuned) the test questions of {ds.label} "
-        f"(temperature {ev_cfg.temperature:g}, {ev_cfg.concurrency} at a time)")
-    ev = evaluate(backend, ds, model=model, base=base, temperature=ev_cfg.temperature,
-                  concurrency=ev_cfg.concurrency, max_tokens=ev_cfg.max_tokens, max_examples=ev_cfg.max_examples)
-    say(f"evaluated {len(ev.rows)} questions; mean score (token F1 against the reference answer): "
-        f"base {ev.mean('base'):.3f} · tuned {ev.mean('tuned'):.3f}")
+    runs = [settings.model_validate({**settings.model_dump(), swept[0]: v}) for v in swept[1]] if swept else [settings]
+    for warning in dict.fromkeys(w for run in runs for w in sampling_warnings(run)):
+        say(f"warning: {warning}")
+    say(f"asking {_listing(named)} the test questions of {ds.label} ("
+        + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
+        + f", {settings.concurrency} at a time)")
+    if swept:
+        sw = sweep(backend, ds, named, settings, *swept)
+        say(f"evaluated {len(sw.evaluations[0].rows)} questions per {swept[0]}; mean score (token F1 against the "
+            "reference answer, 0–1):")
+        for line in sweep_table(sw):
+            say(line)
+        say(f"  sweep report: {sw.html}")
+        say(f"  scores: {sw.jsonl}")
+        return 0
+    ev = compare_models(backend, ds, named, settings)
+    say(f"evaluated {len(ev.rows)} questions; mean score (token F1 against the reference answer, 0–1):")
+    for line in table(ev):
+        say(line)
     say(f"  report: {ev.html}")
     say(f"  answers: {ev.jsonl}")
     return 0

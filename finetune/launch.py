@@ -4,6 +4,9 @@ Everything that can refuse does so before the first byte leaves the machine: for
 train examples, examples over the model's limit, a retired model or OpenAI's end of new jobs, a missing
 approval. Uploads are keyed by sha256 in the state, so the same content is uploaded once per account, and
 re-running `finetune` on an unchanged dataset finds the job it already started instead of paying twice.
+A `model` of the form `ft:<base>:…` continues that fine-tune: it is checked with its base's encoding, limits
+and dates, and the job's lineage (parent model, its job when this output_dir made it, base model) is kept in
+the state and in `<version>/finetune/<job id>/lineage.json`.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from typing import Any, Callable
 
 from configs import Config
 from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile, create_backend
-from finetune.state import FinetuneState, JobRecord
+from finetune.state import FinetuneState, JobRecord, Lineage
 from transforms import model_registry
 from transforms.build import datasets_root
 from transforms.review import is_approved
 from transforms.tokens import TokenCounter
 from transforms.validate import FORMATS, Report, validate_file
-from transforms.write import resolve_version, sha256_file
+from transforms.write import resolve_version, sha256_file, write_json_atomic
 
 Say = Callable[[str], None]
 
@@ -45,8 +48,12 @@ class Dataset:
         return self.dir / "test.jsonl"
 
     @property
+    def fraction(self) -> float:
+        return float(self.manifest.get("fraction") or 1.0)
+
+    @property
     def label(self) -> str:
-        return f"{self.name} {self.version}"
+        return f"{self.name} {self.version}" + (f" (fraction {self.fraction:g})" if self.fraction < 1 else "")
 
 
 def resolve_dataset(config: Config, which: str = "latest") -> Dataset:
@@ -84,6 +91,9 @@ def _summary(report: Report, *, skip: tuple[str, ...] = ()) -> str:
 def check_dataset(config: Config, ds: Dataset) -> Checked:
     """Every local refusal; returns the validation reports and warnings when the dataset may be sent."""
     local = config.finetune.provider == "local"
+    if local and model_registry.base_of(config.model):
+        raise Refused(f"{config.model} is a fine-tune on OpenAI's platform; the local backend trains "
+                      "finetune.base_model: set `model` to a base model, or finetune.provider to openai")
     if local:  # the model only decided how the dataset was built; its retirement does not stop local training
         from finetune.local_backend import check_ready
 
@@ -149,6 +159,7 @@ class Launched:
     checked: Checked
     job: Job
     uploads: list[Upload]
+    lineage: Lineage
     existing: JobRecord | None = None  # set when an equal job was already running or done
 
 
@@ -159,21 +170,52 @@ def job_placeholder(record: JobRecord) -> Job:
 
 
 def job_request(config: Config, ds: Dataset, spec: model_registry.ModelSpec) -> dict[str, Any]:
-    """The request apart from file ids, as stored with the job and hashed to recognise a repeat."""
+    """The request apart from file ids, as stored with the job and hashed to recognise a repeat.
+
+    The hyperparameters go where today's job API takes them for every model, babbage-002 and davinci-002
+    included (`method.supervised.hyperparameters`, see OpenAIBackend.create_job)."""
     ft = config.finetune
     if ft.provider == "local":
         from finetune.local_backend import local_job_request
 
         return local_job_request(config, ds)
+    metadata = {"dataset": ds.name, "dataset_version": ds.version}
+    if ds.fraction < 1:
+        metadata["dataset_fraction"] = f"{ds.fraction:g}"
     return {
-        "model": spec.name,
+        "model": config.model if model_registry.base_of(config.model) else spec.name,  # ft: continues that model
         "hyperparameters": {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
                             "learning_rate_multiplier": ft.learning_rate_multiplier},
         "suffix": ft.suffix,
         "seed": ft.seed,
-        "metadata": {"dataset": ds.name, "dataset_version": ds.version},
+        "metadata": metadata,
         "wandb": ft.wandb.model_dump(exclude_none=True) if ft.wandb else None,
     }
+
+
+def lineage_of(config: Config, spec: model_registry.ModelSpec, state: FinetuneState) -> Lineage:
+    """Base model, and for an `ft:` model the parent and (when recorded here) the job that made it."""
+    if config.finetune.provider == "local":
+        return Lineage(config.finetune.base_model)
+    if not model_registry.base_of(config.model):
+        return Lineage(spec.name)
+    parent = state.job_for_model(model_registry.without_checkpoint(config.model))
+    return Lineage(spec.name, parent_model=config.model, parent_job_id=parent.job_id if parent else None)
+
+
+def write_lineage(ds: Dataset, job: Job, lineage: Lineage, state: FinetuneState) -> Path:
+    """`<version>/finetune/<job id>/lineage.json` (the folder the job's results go to): beside the data the job
+    was trained on, never inside the version's manifest, which is written once at build time and whose sha256
+    an approval is bound to."""
+    chain = [{"model": r.fine_tuned_model or r.model, "job_id": r.job_id, "dataset": r.dataset,
+              "version": r.version} for r in state.ancestry(lineage.parent_job_id)]
+    path = ds.dir / "finetune" / job.id / "lineage.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"job_id": job.id, "provider": job.provider, "dataset": ds.name,
+                             "version": ds.version, "fraction": ds.fraction, "model": job.model,
+                             "base_model": lineage.base_model, "parent_model": lineage.parent_model,
+                             "parent_job_id": lineage.parent_job_id, "ancestors": chain})
+    return path
 
 
 def ensure_uploaded(backend: Backend, state: FinetuneState, path: Path, digest: str, filename: str,
@@ -199,7 +241,10 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
     checked = check_dataset(config, ds)
     train = checked.train
     local = config.finetune.provider == "local"
-    say(f"checked {ds.label} for {config.finetune.base_model if local else checked.spec.name}: train "
+    target = config.finetune.base_model if local else checked.spec.name
+    if not local and model_registry.base_of(config.model):
+        target = f"{config.model} (base {checked.spec.name})"
+    say(f"checked {ds.label} for {target}: train "
         f"{train.examples} examples, "
         + (f"test {checked.test.examples} (sent as the validation file)" if checked.test else "no test split")
         + f"; {sum(train.tokens):,} tokens, at most {max(train.tokens):,} per example (limit {train.limit:,}); "
@@ -214,6 +259,7 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
     identity.pop("metadata")  # the same content in a newer version is still the same job
     request_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     with FinetuneState(config.output_dir) as state:
+        lineage = lineage_of(config, checked.spec, state)
         if not force:
             earlier = state.live_job_for(request_hash)
             if earlier is not None:
@@ -226,7 +272,7 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
                     job = replace(job_placeholder(earlier), status="cancelled")
                 state.update_job(job)
                 if job.status not in ("failed", "cancelled"):
-                    return Launched(ds, checked, job, [], existing=earlier)
+                    return Launched(ds, checked, job, [], earlier.lineage, existing=earlier)
         uploads = [ensure_uploaded(backend, state, ds.train, digests["train"],
                                    f"{ds.name}-{ds.version}-train.jsonl", say)]
         if checked.test:
@@ -239,5 +285,6 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
             metadata=request["metadata"], wandb=request["wandb"],
         ))
         state.record_job(job, scope=backend.scope, dataset=ds.name, version=ds.version, version_dir=ds.dir,
-                         request=request, request_hash=request_hash)
-    return Launched(ds, checked, job, uploads)
+                         request=request, request_hash=request_hash, lineage=lineage)
+        write_lineage(ds, job, lineage, state)
+    return Launched(ds, checked, job, uploads, lineage)

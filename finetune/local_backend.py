@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.backend import (TERMINAL, ApiError, Backend, ChatReply, Checkpoint, Job, JobError, JobEvent,
                               JobRequest, Refused, RemoteFile)
@@ -31,6 +31,9 @@ from finetune.local_inference import LocalModels, ModelRef
 from finetune.local_jobs import JobDir, jobs_root, read_json, write_json
 from finetune.local_models import check_available, require_dependencies
 from transforms.write import sha256_file
+
+if TYPE_CHECKING:
+    from configs import SamplingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CANCEL_GRACE_SECONDS = 30.0
@@ -352,9 +355,8 @@ class LocalBackend(Backend):
         shutil.rmtree(target)
         return True
 
-    def chat(self, model: str, messages: list[dict[str, Any]], *, temperature: float,
-             max_tokens: int | None = None) -> ChatReply:
+    def chat(self, model: str, messages: list[dict[str, Any]], *, sampling: SamplingConfig) -> list[ChatReply]:
         ref = self.resolve_model(model)
         if self._models is None:
             self._models = LocalModels()
-        return self._models.chat(ref, messages, temperature=temperature, max_tokens=max_tokens)
+        return self._models.chat(ref, messages, sampling=sampling)

@@ -4,6 +4,11 @@ A base model is loaded once per process; every adapter trained from it is attach
 base answers are generated with the adapters disabled, so comparing base and tuned costs one model's memory.
 Generation is serialised by a lock: `evaluate` asks from several threads, and one model on one device answers
 one question at a time anyway.
+
+The sampling settings mean what they mean at the chat completions API: temperature 0 is greedy decoding,
+top_p is nucleus sampling with no top-k cut, and the frequency and presence penalties are the API's own
+formula (`Penalties`), not transformers' multiplicative repetition penalty, which is switched off together
+with any sampling defaults the model's generation_config brings (Qwen's top_k 20, repetition_penalty 1.05).
 """
 
 from __future__ import annotations
@@ -12,13 +17,34 @@ import threading
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.backend import ChatReply
 from finetune.local_models import Device, load_model, load_tokenizer, pick_device, require_dependencies
 from finetune.local_tokenize import template_messages
 
+if TYPE_CHECKING:
+    from configs import SamplingConfig
+
 DEFAULT_MAX_NEW_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """The chat completions API's penalties as a logits processor: a token's logit is lowered by
+    `frequency` times the number of times it was generated so far, plus `presence` once it was generated at all.
+    Only the answer counts, not the prompt (`prompt_length` tokens), as at the API."""
+
+    prompt_length: int
+    frequency: float
+    presence: float
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.prompt_length:]
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
 @dataclass(frozen=True)
@@ -64,8 +90,7 @@ class LocalModels:
             entry.adapters[key] = name
         return entry, entry.adapters[key]
 
-    def chat(self, ref: ModelRef, messages: list[dict[str, Any]], *, temperature: float,
-             max_tokens: int | None = None) -> ChatReply:
+    def chat(self, ref: ModelRef, messages: list[dict[str, Any]], *, sampling: SamplingConfig) -> list[ChatReply]:
         import torch
 
         with self._lock:
@@ -74,10 +99,19 @@ class LocalModels:
             prompt = tokenizer.apply_chat_template(template_messages(messages), add_generation_prompt=True,
                                                    tokenize=True, return_dict=True, return_tensors="pt")
             prompt = {k: v.to(entry.device.type) for k, v in prompt.items()}
-            settings: dict[str, Any] = {"max_new_tokens": max_tokens or DEFAULT_MAX_NEW_TOKENS,
-                                        "do_sample": temperature > 0, "pad_token_id": tokenizer.pad_token_id}
-            if temperature > 0:
-                settings["temperature"] = temperature
+            length = int(prompt["input_ids"].shape[1])
+            greedy = sampling.temperature == 0
+            settings: dict[str, Any] = {"max_new_tokens": sampling.max_tokens or DEFAULT_MAX_NEW_TOKENS,
+                                        "do_sample": not greedy, "repetition_penalty": 1.0,
+                                        "pad_token_id": tokenizer.pad_token_id}
+            if not greedy:
+                settings.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                                num_return_sequences=sampling.n)
+            if sampling.frequency_penalty or sampling.presence_penalty:
+                from transformers import LogitsProcessorList
+
+                settings["logits_processor"] = LogitsProcessorList([Penalties(length, sampling.frequency_penalty,
+                                                                              sampling.presence_penalty)])
             if entry.adapters and adapter is None:
                 context: Any = model.disable_adapter()  # the base model's own answer
             else:
@@ -86,9 +120,13 @@ class LocalModels:
                     model.set_adapter(adapter)
             with torch.inference_mode(), context:
                 output = model.generate(**prompt, **settings)
-        new = output[0, prompt["input_ids"].shape[1]:].tolist()
         stops = model.generation_config.eos_token_id
         stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.eos_token_id}
-        return ChatReply(text=tokenizer.decode(new, skip_special_tokens=True).strip(),
-                         finish_reason="stop" if stops & set(new) else "length",
-                         prompt_tokens=int(prompt["input_ids"].shape[1]), completion_tokens=len(new))
+        replies = []
+        for row in output[:, length:].tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in stops), None)
+            new = row[:end]
+            replies.append(ChatReply(text=tokenizer.decode(new, skip_special_tokens=True).strip(),
+                                     finish_reason="stop" if end else "length", prompt_tokens=length,
+                                     completion_tokens=len(new)))
+        return replies * sampling.n if greedy else replies  # greedy answers are all alike: one, handed out n times

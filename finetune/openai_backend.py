@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import openai
 
@@ -31,6 +31,9 @@ from finetune.backend import (
     RemoteFile,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from configs import SamplingConfig
 
 MB = 1024 * 1024
 FILES_API_MAX_BYTES = 512 * MB  # larger files go through the Uploads API
@@ -282,14 +285,14 @@ class OpenAIBackend(Backend):
         with self._calling(f"deleting model {model}"):
             return bool(self.client.models.delete(model).deleted)
 
-    def chat(self, model: str, messages: list[dict[str, Any]], *, temperature: float,
-             max_tokens: int | None = None) -> ChatReply:
-        extra = {"max_completion_tokens": max_tokens} if max_tokens else {}
+    def chat(self, model: str, messages: list[dict[str, Any]], *, sampling: SamplingConfig) -> list[ChatReply]:
+        extra = {"max_completion_tokens": sampling.max_tokens} if sampling.max_tokens else {}
         with self._calling(f"asking {model}"):
-            reply = self.client.chat.completions.create(model=model, messages=messages, temperature=temperature,
-                                                        **extra)
-        choice = reply.choices[0]
+            reply = self.client.chat.completions.create(
+                model=model, messages=messages, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                frequency_penalty=sampling.frequency_penalty, presence_penalty=sampling.presence_penalty, **extra)
         usage = reply.usage
-        return ChatReply(text=choice.message.content or "", finish_reason=choice.finish_reason,
-                         prompt_tokens=usage.prompt_tokens if usage else None,
-                         completion_tokens=usage.completion_tokens if usage else None)
+        return [ChatReply(text=choice.message.content or "", finish_reason=choice.finish_reason,
+                          prompt_tokens=usage.prompt_tokens if usage else None,
+                          completion_tokens=usage.completion_tokens if usage and len(reply.choices) == 1 else None)
+                for choice in sorted(reply.choices, key=lambda c: c.index)]

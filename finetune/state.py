@@ -1,9 +1,11 @@
-"""Fine-tuning state in `<output_dir>/state.sqlite`, beside the crawl's pages: uploads and jobs.
+"""Fine-tuning state in `<output_dir>/state.sqlite`, beside the crawl's pages: uploads, jobs, comparisons.
 
 `ft_uploads` maps a file's sha256 to the file id it got in one account (`scope`), so the same content is
-never uploaded twice; `ft_jobs` records every job with its provider, dataset version and last seen status,
-so any later command (and any backend, including a local trainer) finds the job again. Same conventions as
-the crawl store: autocommit, one statement per transaction, WAL.
+never uploaded twice; `ft_jobs` records every job with its provider, dataset version, last seen status and
+lineage (base model, and for continued fine-tuning the parent model and, when this output_dir made it, the
+parent's job), so any later command (and any backend, including a local trainer) finds the job again;
+`ft_comparisons` groups the jobs of one experiment (`finetune --compare-fractions`). Same conventions as the
+crawl store: autocommit, one statement per transaction, WAL.
 """
 
 from __future__ import annotations
@@ -41,10 +43,32 @@ CREATE TABLE IF NOT EXISTS ft_jobs (
     error_code TEXT,
     error_message TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    base_model TEXT,
+    parent_model TEXT,
+    parent_job_id TEXT
 );
 CREATE INDEX IF NOT EXISTS ft_jobs_request ON ft_jobs (request_hash, status);
+CREATE TABLE IF NOT EXISTS ft_comparisons (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,           -- fractions
+    dataset TEXT NOT NULL,
+    evaluate_on TEXT NOT NULL,    -- the version folder whose test split every model is scored on
+    members TEXT NOT NULL,        -- JSON list of {fraction, version, version_dir, job_id}
+    created_at TEXT NOT NULL
+);
 """
+ADDED_JOB_COLUMNS = ("base_model", "parent_model", "parent_job_id")  # states written before lineage existed
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a job's model comes from: its base model and, for continued fine-tuning, the fine-tune it
+    continues (`parent_job_id` only when this output_dir made that one)."""
+
+    base_model: str | None
+    parent_model: str | None = None
+    parent_job_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,23 @@ class JobRecord:
     error_message: str | None
     created_at: str
     updated_at: str
+    base_model: str | None = None
+    parent_model: str | None = None
+    parent_job_id: str | None = None
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.base_model, self.parent_model, self.parent_job_id)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: int
+    kind: str
+    dataset: str
+    evaluate_on: str
+    members: list[dict[str, Any]]
+    created_at: str
 
 
 _JOB_COLUMNS = ", ".join(JobRecord.__dataclass_fields__)
@@ -74,6 +115,10 @@ class FinetuneState:
         self.path = state_path(output_dir)
         self.db = connect(self.path)
         self.db.executescript(SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(ft_jobs)")}
+        for column in ADDED_JOB_COLUMNS:
+            if column not in have:
+                self.db.execute(f"ALTER TABLE ft_jobs ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -102,13 +147,16 @@ class FinetuneState:
     # ---- jobs
 
     def record_job(self, job: Job, *, scope: str, dataset: str | None, version: str | None,
-                   version_dir: Path | None, request: dict[str, Any], request_hash: str) -> None:
+                   version_dir: Path | None, request: dict[str, Any], request_hash: str,
+                   lineage: Lineage | None = None) -> None:
         stamp = now()
+        lineage = lineage or Lineage(None)
         self.db.execute(
             f"INSERT OR REPLACE INTO ft_jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * len(JobRecord.__dataclass_fields__))})",
             (job.id, job.provider, scope, dataset, version, str(version_dir) if version_dir else None, job.model,
              json.dumps(request, sort_keys=True), request_hash, job.status, job.fine_tuned_model,
-             job.error.code if job.error else None, job.error.message if job.error else None, stamp, stamp),
+             job.error.code if job.error else None, job.error.message if job.error else None, stamp, stamp,
+             lineage.base_model, lineage.parent_model, lineage.parent_job_id),
         )
 
     def update_job(self, job: Job) -> None:
@@ -133,12 +181,55 @@ class FinetuneState:
                               "ORDER BY created_at DESC LIMIT 1", (model,)).fetchone()
         return self._record(row) if row else None
 
+    def ancestry(self, job_id: str | None) -> list[JobRecord]:
+        """The recorded job `job_id` and the recorded jobs its model descends from, nearest first."""
+        chain: list[JobRecord] = []
+        while job_id and job_id not in {r.job_id for r in chain}:
+            record = self.job(job_id)
+            if record is None:
+                break
+            chain.append(record)
+            job_id = record.parent_job_id
+        return chain
+
     def live_job_for(self, request_hash: str) -> JobRecord | None:
         """The newest job made from the same request that did not fail or get cancelled."""
         row = self.db.execute(
             f"SELECT {_JOB_COLUMNS} FROM ft_jobs WHERE request_hash = ? AND status NOT IN ('failed', 'cancelled') "
             "ORDER BY created_at DESC LIMIT 1", (request_hash,)).fetchone()
         return self._record(row) if row else None
+
+    # ---- comparisons
+
+    def record_comparison(self, kind: str, *, dataset: str, evaluate_on: Path,
+                          members: list[dict[str, Any]]) -> Comparison:
+        """One experiment's jobs; running the same experiment again (same jobs) finds the recorded one."""
+        jobs = [m["job_id"] for m in members]
+        for known in self.comparisons():
+            if known.kind == kind and [m["job_id"] for m in known.members] == jobs:
+                return known
+        cursor = self.db.execute(
+            "INSERT INTO ft_comparisons (kind, dataset, evaluate_on, members, created_at) VALUES (?, ?, ?, ?, ?)",
+            (kind, dataset, str(evaluate_on), json.dumps(members, sort_keys=True), now()))
+        found = self.comparison(cursor.lastrowid)
+        assert found is not None
+        return found
+
+    def comparison(self, comparison_id: int) -> Comparison | None:
+        row = self.db.execute("SELECT id, kind, dataset, evaluate_on, members, created_at FROM ft_comparisons "
+                              "WHERE id = ?", (comparison_id,)).fetchone()
+        return self._comparison(row) if row else None
+
+    def comparisons(self, job_id: str | None = None) -> list[Comparison]:
+        """Every comparison, oldest first; with `job_id`, those the job is part of."""
+        rows = self.db.execute("SELECT id, kind, dataset, evaluate_on, members, created_at FROM ft_comparisons "
+                               "ORDER BY id").fetchall()
+        found = [self._comparison(r) for r in rows]
+        return [c for c in found if job_id is None or any(m["job_id"] == job_id for m in c.members)]
+
+    @staticmethod
+    def _comparison(row: tuple) -> Comparison:
+        return Comparison(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
     @staticmethod
     def _record(row: tuple) -> JobRecord:

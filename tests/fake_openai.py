@@ -1580,6 +1580,10 @@ class FakeOpenAI:
         if body.get("top_logprobs") is not None and not body.get("logprobs"):
             raise _bad("Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
                        param="top_logprobs")
+        for key in ("max_completion_tokens", "max_tokens"):  # a minimum the spec does not state; the API does
+            if isinstance(body.get(key), int) and body[key] < 1:
+                raise _bad(f"Invalid '{key}': integer below minimum value. Expected a value >= 1, but got "
+                           f"{body[key]} instead.", param=key, code="integer_below_min_value")
         messages = body["messages"]
         question = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         answer = self._answer(model, question)
@@ -1587,7 +1591,7 @@ class FakeOpenAI:
         finish = "stop"
         if cap is not None and count_tokens(answer) > cap:
             ends = [m.end() for m in re.finditer(r"\w+|[^\w\s]", answer)]
-            answer, finish = answer[: ends[cap - 1]] if cap > 0 else "", "length"
+            answer, finish = answer[: ends[cap - 1]], "length"
         n = body.get("n") or 1
         prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) + 3 for m in messages) + 3
         completion_tokens = count_tokens(answer) * n

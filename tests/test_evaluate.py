@@ -1,4 +1,7 @@
-"""`evaluate`: base vs tuned on the test split, the similarity score, the JSONL and the escaped HTML report."""
+"""`evaluate`: base vs tuned on the test split, the similarity score, the JSONL and the escaped HTML report.
+
+StubBackend and write_dataset are shared with the other test_evaluate_* modules.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import pytest
 
 from fake_openai import BASE_MODEL_REPLY
 from finetune.backend import ApiError, Backend, ChatReply
-from finetune.evaluate import evaluate, similarity
+from configs import EvaluationConfig, SamplingConfig
+from finetune.evaluate import compare_models, similarity
 from finetune.launch import Dataset
 from test_finetune import fake, project, the_job  # noqa: F401  (shared fixtures)
 
@@ -50,7 +54,10 @@ def test_evaluate_asks_both_models_every_test_question_and_writes_jsonl_and_html
     assert all(r["answers"]["base"]["score"] == 0.0 for r in rows)
     tuned_mean = sum(r["answers"]["tuned"]["score"] for r in rows) / len(rows)
     assert tuned_mean > 0.3  # the fake's tuned model answers from its (similar) training pages
-    assert f"mean score (token F1 against the reference answer): base 0.000 · tuned {tuned_mean:.3f}" in out
+    width = len(f"tuned: {model}")
+    assert (f"evaluated {len(rows)} questions; mean score (token F1 against the reference answer, 0–1):\n"
+            f"  {'base: gpt-4o-mini-2024-07-18':<{width}}  0.000\n"
+            f"  tuned: {model}  {tuned_mean:.3f}  ← best\n") in out
     assert f"report: {folder / 'report.html'}" in out
 
     page = (folder / "report.html").read_text(encoding="utf-8")
@@ -78,27 +85,29 @@ def test_evaluating_a_deleted_model_is_one_line_with_the_apis_message(project, c
 
 
 class StubBackend(Backend):
-    """Answers with a fixed text per model and records how many requests were in flight at once."""
+    """Answers with fixed texts per model (a list: one per choice, `sampling.n` of them taken in turn), records the
+    sampling settings it was asked with and how many requests were in flight at once."""
 
     name = scope = "stub"
 
-    def __init__(self, answers: dict[str, str], delay: float = 0.0, fail_on: str | None = None):
+    def __init__(self, answers: dict[str, str | list[str]], delay: float = 0.0, fail_on: str | None = None):
         self.answers, self.delay, self.fail_on = answers, delay, fail_on
         self.lock = threading.Lock()
         self.in_flight = self.most_in_flight = self.calls = 0
-        self.temperatures: set[float] = set()
+        self.samplings: list[SamplingConfig] = []
 
-    def chat(self, model, messages, *, temperature, max_tokens=None):
+    def chat(self, model, messages, *, sampling):
         with self.lock:
             self.in_flight += 1
             self.calls += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            self.temperatures.add(temperature)
+            self.samplings.append(sampling)
         try:
             time.sleep(self.delay)
             if self.fail_on and self.fail_on in messages[-1]["content"]:
                 raise ApiError("asking failed (HTTP 404): gone", status=404)
-            return ChatReply(self.answers[model], "stop")
+            texts = self.answers[model] if isinstance(self.answers[model], list) else [self.answers[model]]
+            return [ChatReply(texts[i % len(texts)], "stop") for i in range(sampling.n)]
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -123,7 +132,7 @@ def test_report_escapes_crawled_text_and_model_answers(tmp_path):
     hostile = '<script>alert("q")</script><img src=x onerror=alert(1)>'
     ds = write_dataset(tmp_path, [(hostile, 'reference </td></tr><script>alert("r")</script>')])
     backend = StubBackend({"tuned": '<a href="javascript:alert(1)">tuned</a>', "base": "&lt;base&gt; & more"})
-    ev = evaluate(backend, ds, model="tuned", base="base")
+    ev = compare_models(backend, ds, {"base": "base", "tuned": "tuned"})
     page = ev.html.read_text(encoding="utf-8")
     assert "<script" not in page and "<img" not in page and "<a " not in page and "</td></tr><script" not in page
     assert "&lt;script&gt;alert(&quot;q&quot;)&lt;/script&gt;" in page
@@ -132,13 +141,14 @@ def test_report_escapes_crawled_text_and_model_answers(tmp_path):
     assert json.loads(ev.jsonl.read_text(encoding="utf-8"))["question"] == hostile  # JSONL keeps the raw text
 
 
-def test_requests_are_bounded_by_the_concurrency_and_sent_at_the_configured_temperature(tmp_path):
+def test_requests_are_bounded_by_the_concurrency_and_sent_with_the_configured_sampling(tmp_path):
     ds = write_dataset(tmp_path, [(f"question {i}", f"answer {i}") for i in range(12)])
     backend = StubBackend({"tuned": "answer", "base": "other"}, delay=0.02)
-    ev = evaluate(backend, ds, model="tuned", base="base", concurrency=3, temperature=0.7, max_examples=10)
+    settings = EvaluationConfig(concurrency=3, temperature=0.7, presence_penalty=-1.5, max_examples=10)
+    ev = compare_models(backend, ds, {"base": "base", "tuned": "tuned"}, settings)
     assert backend.calls == 20 and len(ev.rows) == 10
     assert 1 < backend.most_in_flight <= 3
-    assert backend.temperatures == {0.7}
+    assert set(backend.samplings) == {SamplingConfig(temperature=0.7, presence_penalty=-1.5)}
     assert ev.mean("tuned") == pytest.approx(2 / 3, abs=1e-4) and ev.mean("base") == 0.0
 
 
@@ -146,7 +156,7 @@ def test_the_first_failed_request_stops_the_evaluation(tmp_path):
     ds = write_dataset(tmp_path, [(f"question {i}", f"answer {i}") for i in range(30)])
     backend = StubBackend({"tuned": "answer", "base": "other"}, delay=0.01, fail_on="question 3")
     with pytest.raises(ApiError, match="gone"):
-        evaluate(backend, ds, model="tuned", base="base", concurrency=2)
+        compare_models(backend, ds, ["base", "tuned"], EvaluationConfig(concurrency=2))
     assert backend.calls < 60
     assert not (ds.dir / "evaluations").exists()
 
@@ -157,4 +167,4 @@ def test_an_empty_test_split_is_refused_with_what_to_change(tmp_path):
     ds = write_dataset(tmp_path, [])
     with pytest.raises(Refused, match="the test split of guide v0001 is empty: nothing to evaluate; raise "
                                       "dataset.test_fraction"):
-        evaluate(StubBackend({}), ds, model="tuned", base="base")
+        compare_models(StubBackend({}), ds, ["tuned"])

@@ -1,7 +1,9 @@
 """The fine-tunable models we know: encoding, per-example token limit, training price, format, shutdown date.
 
-One table, one lookup. `resolve()` refuses a retired model with its date and returns warnings for a model
-that retires soon and for OpenAI's end of new fine-tuning jobs, so every command speaks with one voice.
+One table, one lookup. `check()` refuses a retired model with its date and returns warnings for a model
+that retires soon and for OpenAI's end of new fine-tuning jobs, so every command speaks with one voice. A
+fine-tuned model (`ft:<base>:<org>:<suffix>:<id>`, continued fine-tuning) is judged by its base's spec and
+dates, and the messages name that base.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ ALIASES = {
 }
 
 _FINE_TUNED = re.compile(r"^ft:(?P<base>[^:]+):")
+_CHECKPOINT = re.compile(r":ckpt-step-\d+$")
 
 
 class ModelError(ValueError):
@@ -70,10 +73,20 @@ def today() -> date:
     return date.today()
 
 
+def base_of(name: str) -> str | None:
+    """`ft:<base>:…` (a fine-tuned model or one of its checkpoints) → <base> as written; None for a base model."""
+    match = _FINE_TUNED.match(name)
+    return match.group("base") if match else None
+
+
+def without_checkpoint(name: str) -> str:
+    """`ft:…:ckpt-step-N` → the job's final model `ft:…`, which is what a job record knows it by."""
+    return _CHECKPOINT.sub("", name)
+
+
 def lookup(name: str) -> ModelSpec:
     """The spec for a model name, alias or `ft:<base>:…` fine-tune (which inherits its base's spec)."""
-    match = _FINE_TUNED.match(name)
-    base = match.group("base") if match else name
+    base = base_of(name) or name
     base = ALIASES.get(base, base)
     spec = MODELS.get(base)
     if spec is None:
@@ -93,14 +106,16 @@ def check(name: str, *, on: date | None = None, hosted: bool = True) -> tuple[Mo
     spec = lookup(name)
     if not hosted:
         return spec, []
+    # a fine-tune lives and dies with its base: the dates and the messages are the base's
+    subject = f"base model {spec.name} of {name}" if base_of(name) else f"model {spec.name}"
     if spec.shutdown and spec.shutdown <= on:
         alive = [m.name for m in MODELS.values() if not m.shutdown or m.shutdown > on]
         advice = f"choose one of: {', '.join(alive)}" if alive else "use a non-OpenAI backend"
-        raise ModelError(f"model {spec.name} was retired on {spec.shutdown.isoformat()}; {advice}")
+        raise ModelError(f"{subject} was retired on {spec.shutdown.isoformat()}; {advice}")
     warnings = []
     if spec.shutdown and (spec.shutdown - on).days <= WARN_DAYS:
         warnings.append(
-            f"model {spec.name} retires on {spec.shutdown.isoformat()} "
+            f"{subject} retires on {spec.shutdown.isoformat()} "
             f"({(spec.shutdown - on).days} days left); plan a move to another model or backend"
         )
     if on >= NEW_JOBS_END:
