@@ -323,8 +323,9 @@ def _job_models(backend: Backend, state: FinetuneState, job_id: str, all_checkpo
 
 
 def _listing(named: dict[str, str]) -> str:
-    items = [name if label == name else f"{name} ({label})" for label, name in named.items()]
-    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+    if len(named) > 2:
+        return f"{len(named)} models ({', '.join(named)})"
+    return " and ".join(name if label == name else f"{name} ({label})" for label, name in named.items())
 
 
 def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_checkpoints: bool, base: str | None,

@@ -134,9 +134,10 @@ class Evaluation:
                                 for r in self.rows) if self.rows else 0.0
 
     @property
-    def leader(self) -> str:
-        """The label with the highest mean score; of equals, the first (the earliest checkpoint)."""
-        return max(self.models, key=lambda label: (round(self.mean(label), 4), -list(self.models).index(label)))
+    def leader(self) -> str | None:
+        """The label with the highest mean score, of equals the first (the earliest checkpoint); None when every
+        model scores the same."""
+        return _top([self.mean(label) for label in self.models], list(self.models))
 
 
 def _slug(*parts: str) -> str:
@@ -148,10 +149,12 @@ def _slug(*parts: str) -> str:
 
 def output_dir(ds: Dataset, names: Sequence[str], sampling: SamplingConfig) -> Path:
     """`<version>/evaluations/<last>--vs--…--vs--<first>[--<setting>-<value>…]`: the subject first (the tuned
-    model before its base), and every sampling setting that is not at its default, so runs do not overwrite
-    each other."""
+    model before its base, the final model before its checkpoints, which are named by their suffix), and every
+    sampling setting that is not at its default, so runs do not overwrite each other."""
+    subject, *others = reversed(names)
+    others = [name.removeprefix(f"{subject}:") for name in others]
     changed = [f"{k}-{v:g}" for k, v in changed_settings(sampling).items()]
-    return ds.dir / "evaluations" / _slug("--vs--".join(reversed(names)), *changed)
+    return ds.dir / "evaluations" / _slug("--vs--".join([subject, *others]), *changed)
 
 
 def compare_models(backend: Backend, ds: Dataset, models: Mapping[str, str] | Sequence[str],
@@ -210,14 +213,20 @@ def _scored(name: str, replies: list[ChatReply], reference: str) -> dict[str, An
             "best": max(c["score"] for c in choices), "choices": choices}
 
 
+def _top(scores: list[float], keys: list[Any]) -> Any:
+    """The key of the highest score (to the printed precision), of equals the first; None when all are equal."""
+    rounded = [round(score, 3) for score in scores]
+    return keys[rounded.index(max(rounded))] if len(set(rounded)) > 1 else None
+
+
 def table(ev: Evaluation) -> list[str]:
-    """The mean score of each model, one line each in the report's order, the leader marked when there are
-    several; with n > 1 also the mean of each question's best answer."""
+    """The mean score of each model, one line each in the report's order, the leader marked; with n > 1 also
+    the mean of each question's best answer."""
     width = max(len(_named(label, name)) for label, name in ev.models.items())
-    lines = []
+    lines, leader = [], ev.leader
     for label, name in ev.models.items():
         best = f" · best of {ev.settings.n} {ev.best(label):.3f}" if ev.settings.n > 1 else ""
-        mark = "  ← best" if len(ev.models) > 1 and label == ev.leader else ""
+        mark = "  ← best" if label == leader else ""
         lines.append(f"  {_named(label, name):<{width}}  {ev.mean(label):.3f}{best}{mark}")
     return lines
 
@@ -243,14 +252,17 @@ def sweep(backend: Backend, ds: Dataset, models: Mapping[str, str] | Sequence[st
     Each value's evaluation has its own folder; the scores of all of them, value by value, go to
     `<version>/evaluations/<models>--sweep-<param>/` (scores.jsonl, report.html) beside them.
     """
-    runs = [settings.model_validate({**settings.model_dump(), param: value}) for value in values]
-    evaluations = [compare_models(backend, ds, models, run, on_answer=on_answer) for run in runs]
+    runs: dict[float, EvaluationConfig] = {}  # a value given twice is asked once
+    for value in values:
+        run = settings.model_validate({**settings.model_dump(), param: value})
+        runs.setdefault(getattr(run, param), run)
+    evaluations = [compare_models(backend, ds, models, run, on_answer=on_answer) for run in runs.values()]
     first = evaluations[0]
     fixed = settings.model_validate({**settings.model_dump(), param: SamplingConfig.model_fields[param].default})
     out = output_dir(ds, list(first.models.values()), fixed)
     out = out.with_name(f"{out.name}--sweep-{param}")
     out.mkdir(parents=True, exist_ok=True)
-    result = Sweep(param, [getattr(run, param) for run in runs], evaluations, out / "scores.jsonl", out / "report.html")
+    result = Sweep(param, list(runs), evaluations, out / "scores.jsonl", out / "report.html")
     _write(result.jsonl, "".join(json.dumps({
         param: value, "folder": str(ev.jsonl.parent),
         "scores": {label: {"model": name, "mean": round(ev.mean(label), 4), "best": round(ev.best(label), 4)}
@@ -261,17 +273,18 @@ def sweep(backend: Backend, ds: Dataset, models: Mapping[str, str] | Sequence[st
 
 
 def sweep_table(sw: Sweep) -> list[str]:
-    """A table per model: each value of the swept setting and the mean score, the model's best value marked."""
+    """A table per model: each value of the swept setting and the mean score, the model's best value marked
+    (none when they all score the same)."""
     first = sw.evaluations[0]
     width = max(len(f"{sw.param} {v:g}") for v in sw.values)
     lines = []
     for label, name in first.models.items():
         lines.append(f"  {_named(label, name)}")
         means = [ev.mean(label) for ev in sw.evaluations]
-        top = max(range(len(means)), key=lambda i: (round(means[i], 4), -i))
+        top = _top(means, list(range(len(means))))
         for i, (value, ev) in enumerate(zip(sw.values, sw.evaluations)):
             best = f" · best of {ev.settings.n} {ev.best(label):.3f}" if ev.settings.n > 1 else ""
-            mark = "  ← best" if len(sw.values) > 1 and i == top else ""
+            mark = "  ← best" if i == top else ""
             lines.append(f"    {f'{sw.param} {value:g}':<{width}}  {means[i]:.3f}{best}{mark}")
     return lines
 

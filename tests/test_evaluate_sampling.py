@@ -11,9 +11,11 @@ import pytest
 
 from configs import EvaluationConfig
 from fake_openai import BASE_MODEL_REPLY
-from finetune.evaluate import compare_models, table
+from finetune.backend import ChatReply
+from finetune.evaluate import compare_models, sweep, sweep_table, table
 from pipeline import main
 from test_evaluate import StubBackend, write_dataset
+from test_evaluate_checkpoints import leader
 from test_finetune import fake, project, the_job  # noqa: F401  (shared fixtures)
 
 # setting, a value out of the API's range (or no number), the one-line message
@@ -157,14 +159,15 @@ def test_sweep_runs_one_evaluation_per_value_and_puts_the_scores_side_by_side(pr
     lines = out.splitlines()
     for label, name in (("base", "gpt-4o-mini-2024-07-18"), ("tuned", model)):
         at = lines.index(f"  {label}: {name}")
+        means = {}
         for i, s in enumerate(scores):
             rows = [json.loads(line) for line in (Path(s["folder"]) / "results.jsonl").read_text(
                 encoding="utf-8").splitlines()]
-            mean = sum(r["answers"][label]["score"] for r in rows) / len(rows)
-            assert s["scores"][label]["mean"] == pytest.approx(mean, abs=1e-4)
+            means[i] = sum(r["answers"][label]["score"] for r in rows) / len(rows)
+            assert s["scores"][label]["mean"] == pytest.approx(means[i], abs=1e-4)
             value = f"temperature {s['temperature']:g}"
-            assert lines[at + 1 + i].startswith(f"    {value:<15}  {mean:.3f} · best of 2 ")
-    assert sum("← best" in line for line in lines) == 2  # one per model
+            assert lines[at + 1 + i].startswith(f"    {value:<15}  {means[i]:.3f} · best of 2 ")
+        assert [lines[at + 1 + i].endswith("← best") for i in means] == [i == leader(means) for i in means]
     page = (sweep_dir / "report.html").read_text(encoding="utf-8")
     assert page.count("<tr><td>") == 3 and "<script" not in page
     assert page.count('href="../') == 3  # each value links to its own report
@@ -184,3 +187,31 @@ def test_sweep_values_are_checked_like_their_flags(config, capsys, sweep, extra,
                  str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+class HotStub(StubBackend):
+    """Answers off the topic from temperature 1 on, so a sweep has a best value."""
+
+    def chat(self, model, messages, *, sampling):
+        replies = super().chat(model, messages, sampling=sampling)
+        return replies if sampling.temperature < 1 else [ChatReply("off topic", "length")] * sampling.n
+
+
+def test_a_sweep_marks_each_models_best_value_and_keeps_every_value_apart(tmp_path):
+    ds = write_dataset(tmp_path, [("which policy?", "retry policy 3"), ("who checks?", "the operator")])
+    sw = sweep(HotStub({"tuned": "retry policy 3", "base": "no idea"}), ds, {"base": "base", "tuned": "tuned"},
+               EvaluationConfig(), "temperature", [1.5, 0.5, 0.5, 1])
+    assert sw.values == [1.5, 0.5, 1.0]  # a repeated value is asked once
+    assert [ev.settings.temperature for ev in sw.evaluations] == sw.values
+    assert [ev.jsonl.parent.name for ev in sw.evaluations] == [
+        f"tuned--vs--base--temperature-{v}" for v in ("1.5", "0.5", "1")]
+    assert sweep_table(sw) == ["  base",
+                               "    temperature 1.5  0.000", "    temperature 0.5  0.000", "    temperature 1    0.000",
+                               "  tuned",
+                               "    temperature 1.5  0.000", "    temperature 0.5  0.500  ← best",
+                               "    temperature 1    0.000"]
+    assert sw.jsonl.parent.name == "tuned--vs--base--sweep-temperature"
+    assert [json.loads(line) for line in sw.jsonl.read_text(encoding="utf-8").splitlines()][1] == {
+        "temperature": 0.5, "folder": str(sw.evaluations[1].jsonl.parent),
+        "scores": {"base": {"model": "base", "mean": 0.0, "best": 0.0},
+                   "tuned": {"model": "tuned", "mean": 0.5, "best": 0.5}}}
