@@ -71,6 +71,8 @@ def print_crawl(reports: list[SourceReport]) -> None:
             f"unchanged {counts.get('unchanged', 0)} · removed {counts.get('removed', 0)}"
             + (f" (stopped: {STOP_REASONS.get(r.finish_reason, r.finish_reason)})" if not r.complete else "")
             + (" (resumed)" if r.resumed else "")
+            + (f"; this worker fetched {r.fetched} pages, its state took in {r.ingested} of every worker's"
+               if r.fetched is not None else "")
         )
         if r.dropped:
             say("  not used: " + ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()))

@@ -8,7 +8,8 @@ Ctrl-C (SIGINT) stops the child gracefully: pages in flight are finished, and Sc
 under `output_dir/jobs/`) keeps the queue and the fingerprints of what was fetched, so running the same
 command again continues without fetching those pages again. The job folder is removed once a crawl ends any
 other way, so the next crawl starts from the start URLs. Only a complete crawl (not interrupted, not cut by
-`max_pages`) retires the pages it no longer reached.
+`max_pages`) retires the pages it no longer reached. A worker (`crawl --worker`) crawls through the shared
+frontier in Redis instead, which also keeps its place (`ops.frontier`).
 """
 
 from __future__ import annotations
@@ -60,10 +61,17 @@ class SourceReport:
     finished_at: str = ""
     elapsed_seconds: float = 0.0
     resumed: bool = False
+    fetched: int | None = None
+    """A worker of a shared crawl: the pages it fetched and published to the other workers."""
+    ingested: int | None = None
+    """A worker of a shared crawl: the pages (every worker's) it stored into its state; `changes` are theirs."""
 
     @property
     def counts(self) -> dict[str, int]:
-        return {kind: len(urls) for kind, urls in self.changes.items()}
+        counts = {kind: len(urls) for kind, urls in self.changes.items()}
+        if self.fetched is not None:
+            counts.update(fetched=self.fetched, ingested=self.ingested or 0)
+        return counts
 
     @property
     def complete(self) -> bool:
@@ -105,11 +113,13 @@ def project_settings(config: Config) -> Settings:
     return settings
 
 
-def spider_for(source: SourceConfig, jobdir: Path | None = None) -> type[SiteSpider]:
-    """SiteSpider with this source's Scrapy settings (Scrapy reads per-spider settings from the class)."""
+def spider_for(source: SourceConfig, jobdir: Path | None = None, shared: bool = False) -> type[SiteSpider]:
+    """SiteSpider with this source's Scrapy settings (Scrapy reads per-spider settings from the class). A
+    worker of a `shared` crawl counts `max_pages` over every worker (ops.frontier), not with Scrapy's own."""
     custom: dict[str, Any] = {
         "ROBOTSTXT_OBEY": source.obey_robots,
-        "CLOSESPIDER_PAGECOUNT": source.max_pages,
+        "CLOSESPIDER_PAGECOUNT": 0 if shared else source.max_pages,
+        "CRAWL2TUNE_SHARED_MAX_PAGES": source.max_pages if shared else 0,
         "DEPTH_LIMIT": source.max_depth,
     }
     if jobdir is not None:
@@ -193,6 +203,8 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
         finished_at=now(),
         elapsed_seconds=round(float(stats.get("elapsed_time_seconds", 0.0)), 3),
         resumed=bool(job and job.resumed),
+        fetched=stats.get("crawl2tune/published"),
+        ingested=stats.get("crawl2tune/ingested"),
     )
     earlier = job.earlier if job else {}
     if earlier:  # a resumed crawl reports the whole crawl, not only its last run
@@ -232,11 +244,13 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
             for source in config.sources:
                 job = Job(config, source) if config.crawl.resume and not shared else None  # workers resume via Redis
                 proxy = stack.enter_context(serve_folder(source.serve_dir)) if source.serve_dir else None
-                crawler = process.create_crawler(spider_for(source, job.dir if job else None))
+                crawler = process.create_crawler(spider_for(source, job.dir if job else None, shared=bool(shared)))
                 started = job.started if job else now()
+                member = None
                 if shared:  # one crawl, one start, whichever worker came first
-                    started = frontier.Frontier(_redis_url(config), config.crawl.redis_prefix, source.name).join(shared)
-                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started)
+                    member = frontier.Frontier(_redis_url(config), config.crawl.redis_prefix, source.name, shared)
+                    started = member.join()
+                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started, frontier=member)
                 crawlers.append((source, crawler, job, started))
             process.start()
     finally:
@@ -244,13 +258,11 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     reports = []
     with PageStore(state_path(config.output_dir)) as store:
         for source, crawler, job, started in crawlers:
+            if shared and not (crawler.spider and crawler.spider.left):
+                raise CrawlError(f"the worker could not leave the shared crawl of {source.name} (see the errors "
+                                 "above); what it fetched is in Redis, run the same command again")
             report = _report(source, crawler.stats.get_stats(), job, started)
-            if shared:  # only the last worker of a complete shared crawl retires what nobody reached
-                last = frontier.Frontier(_redis_url(config), config.crawl.redis_prefix, source.name)
-                if last.leave(shared, report.finish_reason):
-                    report.changes["removed"] += store.retire_unseen(source.name, since=started)
-                    report.changes["removed"].sort()
-            elif report.complete:
+            if report.complete and not shared:  # a worker retires when it leaves the crawl (ops.frontier)
                 report.changes["removed"] += store.retire_unseen(source.name, since=started)
                 report.changes["removed"].sort()
             if job is not None and report.interrupted:

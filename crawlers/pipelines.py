@@ -1,7 +1,8 @@
 """Item pipelines: each returns the item or drops it with a reason counted in the crawl stats.
 
 Every fetched page reaches the state: documents through `StoreDocument`, dropped pages through the
-`item_dropped` signal, with their reason, validators and outlinks (a 304 next time keeps the reason).
+`item_dropped` signal, with their reason, validators and outlinks (a 304 next time keeps the reason). A worker
+of a shared crawl publishes them to every worker's state instead (`ops.frontier`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
 from crawlers.items import FetchedPage
+from crawlers.store import document_record, dropped_record
 
 
 BOILERPLATE_LINK_SHARE = 0.8
@@ -55,7 +57,13 @@ class DropDuplicates(_Component):
 
     def process_item(self, item: FetchedPage) -> FetchedPage:
         spider = self.crawler.spider
-        if not item.not_modified and spider.store.seen_since(item.url, spider.started, fetched_url=item.fetched_url):
+        if spider.frontier is not None:  # the other workers' documents are not all in this state yet
+            first = spider.frontier.claim(item.url)  # a 304 claims its document too, as storing it would
+            duplicate = not first and not item.not_modified
+        else:
+            duplicate = not item.not_modified and spider.store.seen_since(
+                item.url, spider.started, fetched_url=item.fetched_url)
+        if duplicate:
             raise self.drop("duplicate", item.url)
         return item
 
@@ -71,6 +79,16 @@ class StoreDocument(_Component):
 
     def process_item(self, item: FetchedPage) -> FetchedPage:
         spider = self.crawler.spider
+        if spider.frontier is not None:
+            if item.not_modified:  # the other workers' states may not hold it: send the whole stored document
+                record = spider.store.stored_document(item.url)
+            else:
+                assert item.document is not None
+                record = document_record(item.document, status=item.status, etag=item.etag,
+                                         last_modified=item.last_modified, fetched_url=item.fetched_url,
+                                         links=item.links)
+            spider.frontier.publish(record)
+            return item
         if item.not_modified:
             change = spider.store.not_modified(item.url)
         else:
@@ -87,6 +105,12 @@ class StoreDocument(_Component):
         reason = getattr(exception, "reason", "dropped")
         if reason == "duplicate":
             return  # the page is another URL's document
+        if spider.frontier is not None:
+            spider.frontier.publish(dropped_record(
+                item.url, source=item.source, status=item.status, reason=reason, fetched_url=item.fetched_url,
+                etag=item.etag, last_modified=item.last_modified, links=item.links, not_modified=item.not_modified,
+            ))
+            return
         if item.not_modified:
             spider.store.not_modified(item.url, document=False)
             return

@@ -4,6 +4,11 @@ The crawl writes here page by page (so an interrupted crawl keeps what it fetche
 documents back in URL order and the latest crawl report of each source. Each write is its own transaction,
 so the file is always consistent.
 
+A worker of a shared crawl (`crawl --worker`) does not write its pages here directly: it publishes them as
+records (`document_record`, `dropped_record`) to the crawl's page stream in Redis, and every worker applies
+the whole stream to its own state (`apply`), each entry once per state, with the position kept in the
+`ingest` table (see `ops.frontier`).
+
 A row is one canonical URL. `live` rows are the documents of the dataset; the others are URLs that were
 fetched but gave no document (`reason` says why: not_html, empty, http_404, ...). `fetched_url` is the
 canonical form of the URL the page was fetched from, which differs from `url` when the page names another
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +55,12 @@ CREATE TABLE IF NOT EXISTS crawls (
     report TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS crawls_source ON crawls (source, id);
+CREATE TABLE IF NOT EXISTS ingest (
+    source TEXT PRIMARY KEY,
+    crawl TEXT NOT NULL,
+    last_id TEXT NOT NULL,
+    since TEXT NOT NULL
+);
 """
 # Columns added after the first release; a state file written before gets them on open.
 ADDED_COLUMNS = {"fetched_url": "TEXT", "reason": "TEXT", "links": "TEXT"}
@@ -76,6 +87,22 @@ def connect(path: Path) -> sqlite3.Connection:
             db.execute(f"ALTER TABLE pages ADD COLUMN {column} {kind}")
     db.execute("CREATE INDEX IF NOT EXISTS pages_fetched ON pages (fetched_url)")
     return db
+
+
+def document_record(doc: Document, *, status: int, etag: str | None, last_modified: str | None, fetched_url: str,
+                    links: list[str], not_modified: bool = False) -> dict[str, Any]:
+    """A fetched document as a worker publishes it: everything `PageStore.apply` needs to store it."""
+    return {"kind": "document", **doc.model_dump(), "status": status, "etag": etag, "last_modified": last_modified,
+            "fetched_url": fetched_url, "links": links, "not_modified": not_modified}
+
+
+def dropped_record(url: str, *, source: str, status: int | None, reason: str, fetched_url: str,
+                   etag: str | None = None, last_modified: str | None = None, links: list[str] | None = None,
+                   keep: bool = False, not_modified: bool = False) -> dict[str, Any]:
+    """A fetched page that gave no document, as a worker publishes it (the arguments of `PageStore.drop`)."""
+    return {"kind": "dropped", "url": url, "source": source, "status": status, "reason": reason,
+            "fetched_url": fetched_url, "etag": etag, "last_modified": last_modified, "links": links or [],
+            "keep": keep, "not_modified": not_modified}
 
 
 @dataclass(frozen=True)
@@ -239,6 +266,71 @@ class PageStore:
             (source, since),
         )
         return [url for (url,) in rows]
+
+    # --- a shared crawl's pages (ops.frontier) ---------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE), so workers sharing this state take turns."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def ingest_position(self, source: str, crawl: str) -> tuple[str, str]:
+        """Where this state is in the page stream of the shared crawl `crawl` (its start, which names it): the
+        last entry applied, and when this state began taking the crawl's pages (what `retire_unseen` compares
+        with, on this machine's clock). Another crawl than the one recorded starts from the stream's start."""
+        self.db.execute(
+            """INSERT INTO ingest (source, crawl, last_id, since) VALUES (?, ?, '0-0', ?)
+               ON CONFLICT (source) DO UPDATE SET crawl = excluded.crawl, last_id = '0-0', since = excluded.since
+               WHERE ingest.crawl != excluded.crawl""",
+            (source, crawl, now()),
+        )
+        last_id, since = self.db.execute("SELECT last_id, since FROM ingest WHERE source = ?", (source,)).fetchone()
+        return last_id, since
+
+    def advance(self, source: str, last_id: str) -> None:
+        self.db.execute("UPDATE ingest SET last_id = ? WHERE source = ?", (last_id, source))
+
+    def stored_document(self, url: str) -> dict[str, Any]:
+        """The stored document of `url` as a record, for a worker that got 304 Not Modified: the other workers'
+        states may not hold it."""
+        row = self.db.execute(
+            "SELECT url, source, title, category, text, language, content_hash, fetched_at, etag, last_modified,"
+            " coalesce(fetched_url, url), links FROM pages WHERE url = ?",
+            (url,),
+        ).fetchone()
+        assert row is not None, url  # a 304 answers a request made from this state's validators; rows stay
+        url, source, title, category, text, language, content_hash, fetched_at, etag, lm, fetched_url, links = row
+        doc = Document(url=url, source=source, title=title, category=category, text=text, language=language,
+                       content_hash=content_hash, fetched_at=fetched_at)
+        return document_record(doc, status=304, etag=etag, last_modified=lm, fetched_url=fetched_url,
+                               links=json.loads(links or "[]"), not_modified=True)
+
+    def apply(self, record: dict[str, Any]) -> str | None:
+        """Store a record a worker published, as the worker's own crawl would have stored it here: a 304 of a
+        page this state holds only counts it as seen, anything else is stored in full. Returns the change:
+        'new', 'changed', 'unchanged', 'removed' or None."""
+        url = record["url"]
+        fields = {name: record[name] for name in ("status", "etag", "last_modified", "fetched_url", "links")}
+        if record["kind"] == "document":
+            if record["not_modified"] and self._holds(url, record["content_hash"]):
+                return self.not_modified(url)
+            doc = Document(**{name: record[name] for name in Document.model_fields})
+            return self.save_document(doc, **fields)
+        if record["not_modified"] and self._holds(url):
+            self.not_modified(url, document=False)
+            return None
+        removed = self.drop(url, source=record["source"], reason=record["reason"], keep=record["keep"], **fields)
+        return "removed" if removed else None
+
+    def _holds(self, url: str, content_hash: str | None = None) -> bool:
+        row = self.db.execute("SELECT content_hash FROM pages WHERE url = ?", (url,)).fetchone()
+        return row is not None and (content_hash is None or row[0] == content_hash)
 
     # --- crawl reports ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Helpers for the operations tests: a documentation site of any size with distinct pages, its config, the CLI
-in a child process, and the run ledger read straight from SQLite."""
+in a child process, a page held back until a condition holds, and the run ledger read straight from SQLite."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from sites import Page, html_page, write_config
+from sites import Page, Site, html_page, write_config
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline.py"
 VOCABULARY = (
@@ -44,6 +45,22 @@ def docs_site(sections: int = 3, leaves: int = 4, *, version: int = 1, delay: fl
             pages[path] = Page(html_page(title, words(version * 100_000 + 1000 * (s + 1) + i + 1),
                                          [f"/s{s}/", *children]), delay=delay)
     return pages
+
+
+@contextmanager
+def held(site: Site, path: str, until: Callable[[], object]) -> Iterator[None]:
+    """The page at `path` is answered only once `until()` is true (e.g. once every crawler has started)."""
+    page = site.pages[path]
+
+    def gated(_: str) -> Page:
+        wait_for(until, what=f"the condition holding {path}")
+        return page
+
+    site.pages[path] = gated
+    try:
+        yield
+    finally:
+        site.pages[path] = page
 
 
 def config(folder: Path, base_url: str, *, crawl: str = "", extra: str = "", source: str = "",

@@ -1,5 +1,5 @@
 """Workers crawling through a shared Redis frontier fetch each page once overall and leave the same documents
-as a single-process crawl. Needs a real redis-server on 127.0.0.1: installed with apt-get when missing (as
+as a single-process crawl, in one shared output_dir or in one per worker ("machine"). Needs a real redis-server on 127.0.0.1: installed with apt-get when missing (as
 root), started on a free port with its own temp dir; the tests are skipped, saying why, only where that fails."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_site import config, docs_site, pipeline, runs
+from ops_site import config, docs_site, held, pipeline, runs
 from pipeline import main
 from sites import Site
 
@@ -110,9 +110,116 @@ def test_two_workers_fetch_each_page_once_and_store_the_same_documents_as_one_pr
     assert documents(tmp_path / "shared" / "out") == reference
     rows = runs(tmp_path / "shared" / "out")
     assert [(r["command"], r["status"]) for r in rows] == [("worker", "ok"), ("worker", "ok")]
-    per_worker = [r["counts"]["crawl"]["docs"]["new"] for r in rows]
-    assert sum(per_worker) == 111 and min(per_worker) > 0, per_worker  # both took part
+    counts = [r["counts"]["crawl"]["docs"] for r in rows]
+    fetched = [c["fetched"] for c in counts]
+    assert sum(fetched) == 111 and min(fetched) > 0, fetched  # both took part
+    # one state: each page stored once, by whichever worker took it from the stream
+    assert sum(c["ingested"] for c in counts) == sum(c["new"] for c in counts) == 111, counts
     assert redis.Redis.from_url(redis_url).keys("crawl2tune:*") == []  # the crawl ended: its keys are gone
+
+
+def _workers(configs: list[Path], site: Site, redis_url: str, prefix: str) -> None:
+    """One `crawl --worker` per config, crawling together (the start page waits until all have joined the crawl,
+    so none crawls the site alone); each must succeed."""
+    client = redis.Redis.from_url(redis_url)
+    with held(site, "/", until=lambda: client.scard(f"{prefix}:docs:members") == len(configs)):
+        workers = [pipeline(cfg, "crawl", "--worker") for cfg in configs]
+        results = [worker.communicate(timeout=240) for worker in workers]
+    for worker, (out, err) in zip(workers, results):
+        assert worker.returncode == 0, err
+
+
+def _machines(tmp_path: Path, site: Site, redis_url: str, prefix: str, source: str = "") -> list[Path]:
+    """A config per "machine" (its own folder and output_dir), all on one Redis."""
+    configs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir(exist_ok=True)
+        configs.append(config(tmp_path / name, site.base, source=source,
+                              crawl=f'  redis_url: "{redis_url}"\n  redis_prefix: "{prefix}"'))
+    return configs
+
+
+def test_workers_with_their_own_output_dirs_fetch_each_page_once_and_each_state_holds_every_document(
+        tmp_path, redis_url):
+    site_pages = docs_site(10, 10)  # 111 pages
+    with Site(site_pages) as site:
+        (tmp_path / "single").mkdir()
+        assert main(["crawl", "--config", str(config(tmp_path / "single", site.base))]) == 0
+        reference = documents(tmp_path / "single" / "out")
+
+        site.hits.clear()
+        for page in site_pages.values():
+            page.delay = 0.01
+        prefix = "machines"
+        machines = _machines(tmp_path, site, redis_url, prefix)
+        _workers(machines, site, redis_url, prefix)
+        fetched = Counter(hit.path for hit in site.hits if hit.path != "/robots.txt")
+        assert set(fetched) == set(site_pages)
+        assert max(fetched.values()) == 1, [path for path, n in fetched.items() if n > 1]  # once overall
+
+    for machine in machines:
+        assert documents(machine.parent / "out") == reference  # every page, whoever fetched it
+    counts = [[r["counts"]["crawl"]["docs"] for r in runs(m.parent / "out")] for m in machines]
+    assert [len(c) for c in counts] == [1, 1], counts
+    counts = [c[0] for c in counts]
+    assert [(c["new"], c["ingested"]) for c in counts] == [(111, 111), (111, 111)], counts
+    assert sum(c["fetched"] for c in counts) == 111 and min(c["fetched"] for c in counts) > 0, counts
+    assert redis.Redis.from_url(redis_url).keys("machines:*") == []
+
+
+def test_workers_with_their_own_output_dirs_recrawl_and_each_retires_a_page_no_longer_linked(tmp_path, redis_url):
+    with Site(docs_site(3, 4)) as site:
+        (tmp_path / "single").mkdir()
+        single = config(tmp_path / "single", site.base)
+        prefix = "recrawl"
+        machines = _machines(tmp_path, site, redis_url, prefix)
+        gone = "/s2/p3.html"
+        for crawl in (1, 2):
+            if crawl == 2:
+                for path in ("/s2/", "/s2/p0.html", "/s2/p1.html", "/s2/p2.html"):  # nothing links to it any more
+                    page = site.pages[path]
+                    page.body = page.body.replace(f'href="{gone}"', 'href="/"')
+            assert main(["crawl", "--config", str(single)]) == 0
+            site.hits.clear()
+            _workers(machines, site, redis_url, prefix)
+            fetched = Counter(hit.path for hit in site.hits if hit.path != "/robots.txt")
+            assert len(fetched) == (16 if crawl == 1 else 15) and max(fetched.values()) == 1, fetched
+            reference = documents(tmp_path / "single" / "out")
+            for machine in machines:
+                assert documents(machine.parent / "out") == reference, crawl
+
+    live = {row[0] for row in reference if row[2]}
+    assert len(live) == 15 and site.base + gone not in live
+    assert [row[4] for row in reference if row[0] == site.base + gone] == ["unreached"]
+    for machine in machines:
+        assert runs(machine.parent / "out")[-1]["counts"]["crawl"]["docs"]["removed"] == 1
+
+
+def test_max_pages_counts_the_pages_of_every_worker_and_a_cut_crawl_retires_nothing(tmp_path, redis_url):
+    site_pages = docs_site(10, 10)  # 111 pages
+    with Site(site_pages) as site:
+        prefix = "limit"
+        _workers(_machines(tmp_path, site, redis_url, prefix), site, redis_url, prefix)  # a complete crawl first
+
+        site.hits.clear()
+        for page in site_pages.values():
+            page.delay = 0.2  # slow enough that both workers are still fetching when the count is reached
+        machines = _machines(tmp_path, site, redis_url, prefix, source="    max_pages: 50\n")
+        _workers(machines, site, redis_url, prefix)
+        pages = [hit.path for hit in site.hits if hit.path != "/robots.txt"]
+
+    # 50 responses overall, the two robots.txt included, plus what each worker had in flight (at most
+    # Scrapy's CONCURRENT_REQUESTS = 16); counted per worker it would be about 2 × 49
+    assert 48 <= len(pages) <= 50 + 2 * 16, len(pages)
+    assert len(set(pages)) == len(pages)
+    counts = [runs(m.parent / "out")[-1]["counts"]["crawl"]["docs"] for m in machines]
+    assert [c["finish_reason"] for c in counts] == ["closespider_pagecount"] * 2, counts
+    assert min(c["fetched"] for c in counts) > 0, counts  # both took part
+    assert [c["removed"] for c in counts] == [0, 0], counts  # a cut crawl retires nothing
+    states = [documents(m.parent / "out") for m in machines]
+    assert [r[:5] for r in states[0]] == [r[:5] for r in states[1]]
+    assert states[0] == states[1] and sum(1 for row in states[0] if row[2]) == 111
+    assert redis.Redis.from_url(redis_url).keys("limit:*") == []
 
 
 def test_workers_recrawl_after_a_finished_crawl_and_retire_pages_no_longer_linked(tmp_path, redis_url):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Coroutine, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 import scrapy
@@ -37,8 +37,11 @@ from crawlers.items import FetchedPage
 from crawlers.middlewares import RedirectLoop
 from crawlers.links import LinkRules, in_domains, in_scope
 from crawlers.pages import PagePool
-from crawlers.store import PageStore, now
+from crawlers.store import PageStore, dropped_record, now
 from crawlers.urls import canonical_url, clean_url
+
+if TYPE_CHECKING:
+    from ops.frontier import Frontier
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 HOME_CRUMBS = {"home", "홈", "메인", "main", "top", "처음"}
@@ -113,6 +116,7 @@ class SiteSpider(scrapy.Spider):
         local_proxy: str | None = None,
         pool: PagePool | None = None,
         started: str | None = None,
+        frontier: "Frontier | None" = None,
         **kwargs: Any,
     ):
         super().__init__(name=source.name, **kwargs)
@@ -120,6 +124,8 @@ class SiteSpider(scrapy.Spider):
         self.local_proxy = local_proxy
         self.pool = pool or PagePool(0)
         self.started = started or now()  # the crawl's start; a resumed crawl keeps the first run's
+        self.frontier = frontier  # a worker of a shared crawl: pages go to the other workers through it
+        self.left = False  # a worker: it left the shared crawl with its state complete
         self.start_urls = list(source.start_urls)
         self.allowed_domains = source.domains
         self.rules = LinkRules(tuple(source.domains), tuple(source.include), tuple(source.exclude))
@@ -133,9 +139,23 @@ class SiteSpider(scrapy.Spider):
         spider.max_depth = crawler.settings.getint("DEPTH_LIMIT")
         return spider
 
-    def closed(self, reason: str) -> None:
+    def closed(self, reason: str) -> Coroutine[Any, Any, None] | None:
+        if self.frontier is not None:  # Scrapy awaits the worker leaving the shared crawl
+            return self.leave_shared_crawl(reason)
         self.crawler.stats.set_value("crawl2tune/changes", self.changes)
         self.store.close()
+        return None
+
+    async def leave_shared_crawl(self, reason: str) -> None:
+        assert self.frontier is not None
+        try:
+            await self.frontier.finish(self.store, self.changes, reason)
+            self.left = True
+        finally:
+            self.crawler.stats.set_value("crawl2tune/published", self.frontier.published)
+            self.crawler.stats.set_value("crawl2tune/ingested", self.frontier.ingested)
+            self.crawler.stats.set_value("crawl2tune/changes", self.changes)
+            self.store.close()
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -234,8 +254,11 @@ class SiteSpider(scrapy.Spider):
         known = self.known.get(fetched)
         url = known.url if known else fetched
         transient = status not in GONE and reason != "too_large"
-        if self.store.drop(url, source=self.source.name, status=status, reason=reason, fetched_url=fetched,
-                           keep=transient):
+        if self.frontier is not None:
+            self.frontier.publish(dropped_record(url, source=self.source.name, status=status, reason=reason,
+                                                 fetched_url=fetched, keep=transient))
+        elif self.store.drop(url, source=self.source.name, status=status, reason=reason, fetched_url=fetched,
+                             keep=transient):
             self.changes["removed"].append(url)
         depth = request.meta.get("depth", 0) + 1
         if transient and known is not None and known.live and not (self.max_depth and depth > self.max_depth):
