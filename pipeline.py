@@ -107,6 +107,8 @@ def print_build(result: BuildResult) -> None:
             f"({review['unmatched']} matched no example)")
     for warning in result.warnings:
         say(f"  warning: {warning}")
+    for warning in result.quality.get("warnings", []):
+        say(f"  data quality: {warning}")
     say(f"  files: {_relative(result.version_dir)}/ (train.jsonl, test.jsonl, manifest.json, …)")
     if (result.version_dir / "report.html").exists():
         say(f"  review: {_relative(result.version_dir / 'report.html')}, then fill in "

@@ -220,6 +220,62 @@ class DedupConfig(Section):
     num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations: more is exacter and slower")
 
 
+DEFAULT_REFUSALS = [  # few patterns: each one is a scan of the opening of every answer
+    r"(?:답변|대답)(?:을|해)? ?(?:드릴|할|해 ?드릴|드리기) 수 ?(?:가 )?없",
+    r"(?:도와|도움을 ?|알려|안내해|제공해) ?(?:드릴|줄|드리기) 수 ?(?:가 )?없",
+    r"(?:AI|인공지능) ?(?:언어 ?)?(?:모델|어시스턴트)?(?:로서|이기 때문에|이므로)",
+    r"죄송(?:하지만|합니다만|합니다|해요)[^.!?\n]{0,60}(?:수 ?(?:가 )?없|어렵습니다|어려워요)",
+    r"I(?: (?:cannot|can[’']t|can not|am unable to|am not able to|won[’']t be able to) "
+    r"(?:answer|help|assist|provide|comply|share|discuss)|[’']m (?:sorry|afraid),? (?:but )?I (?:cannot|can[’']t|"
+    r"am unable)|[’']m (?:unable|not able) to (?:answer|help|assist|provide)| (?:do not|don[’']t) have "
+    r"(?:access to|enough information|information))",
+    r"[Aa]s an AI\b",
+]
+
+
+class QualityConfig(Section):
+    """Data-quality warnings of `build`: shown in its output, report.html and the manifest's `quality`; they
+    never drop an example. A share threshold of 1 never warns."""
+
+    refusal_patterns: list[Regex] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSALS),
+        description="regexes (case-sensitive unless they start with (?i)) searched in the first 200 characters "
+        "of every assistant message: a match makes the example refusal-like; replaces the built-in Korean and "
+        "English list; []: no refusal check",
+    )
+    max_refusal_share: float = Field(
+        0.01, ge=0.0, le=1.0, description="warn when more than this share of examples is refusal-like"
+    )
+    max_category_ratio: float = Field(
+        10.0, ge=1.0, description="warn when the largest category has more than this many times the examples of "
+        "the smallest"
+    )
+    max_format_outlier_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="warn when more than this share of examples differs in structure (system "
+        "message, roles, turns, weight keys) from the most common one; 0: any such example"
+    )
+    short_answer_tokens: int = Field(
+        20, ge=1, description="an answer with fewer tokens (per assistant turn) is very short"
+    )
+    max_short_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="warn when more than this share of examples has a very short answer"
+    )
+    max_repeated_share: float = Field(
+        0.02, ge=0.0, le=1.0, description="warn when more than this share of examples has an assistant message "
+        "found verbatim in an example of another page"
+    )
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _refusals_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
+        return patterns
+
+
 class DatasetConfig(Section):
     """How documents become chat examples."""
 
@@ -251,6 +307,7 @@ class DatasetConfig(Section):
     )
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     pii: Literal["redact", "drop", "off"] = Field(
         "redact", description="redact: typed placeholders; drop: drop examples with PII; off: keep as crawled"
     )

@@ -62,6 +62,7 @@ class BuildResult:
     manifest: dict[str, Any]
     unchanged: bool
     warnings: list[str] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)  # this build's data-quality checks, also when unchanged
 
 
 def datasets_root(config: Config) -> Path:
@@ -69,8 +70,10 @@ def datasets_root(config: Config) -> Path:
 
 
 def config_hash(config: Config) -> str:
-    """Hash of what decides the dataset's content (model and dataset settings), not of schedules or endpoints."""
-    decisive = config.model_dump(mode="json", include={"model", "price_per_1m_tokens", "dataset"})
+    """Hash of what decides the dataset's content (model and dataset settings), not of schedules, endpoints or
+    the thresholds of warnings."""
+    decisive = config.model_dump(mode="json", include={"model", "price_per_1m_tokens", "dataset"},
+                                 exclude={"dataset": {"quality"}})
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -134,7 +137,7 @@ def build(config: Config) -> BuildResult:
     ]
 
     root = datasets_root(config)
-    collector = ReportCollector()
+    collector = ReportCollector(ds.quality)
     try:
         with PageStore(state) as store, DatasetWriter(root, fmt) as out:
             def on_drop(drop) -> None:
@@ -166,12 +169,13 @@ def build(config: Config) -> BuildResult:
             n_epochs = estimate.default_epochs(n_train)
             billed = estimate.billed_tokens(out.tokens["train"], config.token_limit, n_epochs)
             price = config.price_per_1m_tokens or spec.price_per_1m_training_tokens
+            quality = collector.quality_summary()
             hashes = out.file_hashes()
             digest = config_hash(config)
             latest = resolve_version(root)
             if out.same_as(latest, hashes, digest):
                 manifest = _read_manifest(latest)
-                return BuildResult(latest, manifest, unchanged=True, warnings=warnings)
+                return BuildResult(latest, manifest, unchanged=True, warnings=warnings, quality=quality)
             dropped: Counter = Counter()
             for log in logs:
                 dropped.update(log.dropped)
@@ -208,6 +212,7 @@ def build(config: Config) -> BuildResult:
                 "review": review.summary(),
                 "split": {"test_fraction": ds.test_fraction, "seed": ds.seed, "stratify": ds.stratify},
                 "warnings": warnings,
+                "quality": quality,
                 "crawl": store.latest_crawls([s.name for s in config.sources]),  # per source: statuses, drops, changes
                 "files": hashes,
             }
@@ -224,7 +229,7 @@ def build(config: Config) -> BuildResult:
         collector.close()
         if split_db is not None:
             split_db.close()
-    return BuildResult(version, manifest, unchanged=False, warnings=warnings)
+    return BuildResult(version, manifest, unchanged=False, warnings=warnings, quality=quality)
 
 
 def _read_manifest(version: Path) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """report.html: one self-contained page per dataset version for the person who approves it, readable offline.
 
-Counts, token-length histograms (matplotlib, embedded as images), counts per category and source, what was
-dropped and why with examples, sample examples, epochs and cost, warnings, and what changed since the
-previous version (examples added, removed or changed, by example_id).
+Counts, token-length histograms (matplotlib, embedded as images), the data-quality checks with the examples
+they found, counts per category and source, what was dropped and why with examples, sample examples, epochs
+and cost, warnings, and what changed since the previous version (examples added, removed or changed, by
+example_id).
 
 Crawled text is untrusted: every value goes through `html.escape`, the plots are <img> data (an SVG shown as
 an image runs nothing), and a Content-Security-Policy forbids scripts, so a page that contains `<script>` or
@@ -26,7 +27,9 @@ from typing import Any, Iterator
 
 import orjson
 
+from configs import QualityConfig
 from transforms.example import Example
+from transforms.quality import QualityChecks
 from transforms.stage import Dropped
 
 SAMPLES = 6
@@ -49,10 +52,13 @@ def _digest(line: bytes) -> bytes:
 
 
 class ReportCollector:
-    """Gathers counts, samples and per-example digests while the build streams its examples."""
+    """Gathers counts, samples, per-example digests and the data-quality checks while the build streams its
+    examples."""
 
-    def __init__(self) -> None:
+    def __init__(self, quality: QualityConfig) -> None:
         self.by_category: Counter = Counter()  # (category, split) → examples
+        self.lines: Counter = Counter()  # split → examples written, so the line of the last one
+        self.quality = QualityChecks(quality)
         self.tokens_by_category: Counter = Counter()
         self.by_source: Counter = Counter()
         self.samples: list[tuple[str, int, dict[str, Any]]] = []  # max-heap on example_id via negation trick
@@ -77,6 +83,8 @@ class ReportCollector:
         self.by_category[(example.category, example.split)] += 1
         self.tokens_by_category[example.category] += example.tokens
         self.by_source[(example.source, example.split)] += 1
+        self.lines[example.split] += 1
+        self.quality.add(example, self.lines[example.split])
         self.pending.append((example.example_id, _digest(line), example.split, example.url,
                              _excerpt(example.question, 120)))
         if len(self.pending) >= 5000:
@@ -89,6 +97,13 @@ class ReportCollector:
                 heapq.heappush(self.samples, (key, sample))
             else:
                 heapq.heapreplace(self.samples, (key, sample))
+
+    def quality_summary(self) -> dict[str, Any]:
+        """The manifest's `quality` block (see transforms.quality)."""
+        categories: Counter = Counter()
+        for (category, _), n in self.by_category.items():
+            categories[category] += n
+        return self.quality.summary(categories)
 
     def _flush(self) -> None:
         self.db.executemany("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", self.pending)
@@ -221,6 +236,54 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _percent(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _place(sample: dict[str, Any]) -> str:
+    return f"{sample['split']}.jsonl:{sample['line']}"
+
+
+def _quality(block: dict[str, Any]) -> str:
+    """The data-quality section: its warnings, one row per check (figure, threshold), the examples found."""
+    checks = block["checks"]
+    parts = ["<h2>Data quality</h2>"]
+    if block["warnings"]:
+        parts.append('<div class="warn"><strong>Data-quality warnings</strong> (nothing was dropped for them)<ul>'
+                     + "".join(f"<li>{_e(w)}</li>" for w in block["warnings"]) + "</ul></div>")
+    refusals, balance, fmt = checks["refusals"], checks["category_balance"], checks["format"]
+    short, repeated = checks["short_answers"], checks["repeated_answers"]
+    ratio = balance.get("ratio")
+    rows = [
+        ["refusal-like answers", f"{refusals['count']:,} ({_percent(refusals['share'])})"
+         if refusals["patterns"] else "off (no patterns)", f"> {_percent(refusals['threshold'])}", refusals],
+        ["category imbalance (largest ÷ smallest)", "one category" if ratio is None else
+         f"{ratio:g}×: {balance['largest']['category']} {balance['largest']['examples']:,}, "
+         f"{balance['smallest']['category']} {balance['smallest']['examples']:,}", f"> {balance['threshold']:g}×",
+         balance],
+        ["format outliers", f"{fmt['count']:,} ({_percent(fmt['share'])}) differ from `{fmt['usual']}`",
+         f"> {_percent(fmt['threshold'])}", fmt],
+        [f"very short answers (< {short['min_tokens']} tokens)", f"{short['count']:,} ({_percent(short['share'])})",
+         f"> {_percent(short['threshold'])}", short],
+        ["repeated answers (verbatim, across pages)", f"{repeated['count']:,} ({_percent(repeated['share'])})",
+         f"> {_percent(repeated['threshold'])}", repeated],
+    ]
+    parts.append(_table(["check", "figure", "warns above", "result"],
+                        [[name, figure, limit, "warning" if check["warn"] else "ok"]
+                         for name, figure, limit, check in rows]))
+    found = [[_place(s), s["example_id"], "refusal-like", s["excerpt"]] for s in refusals["examples"]]
+    found += [[_place(s), s["example_id"], f"{o['differs']}: {o['structure']}", ""]
+              for o in fmt["outliers"] for s in o["examples"]]
+    found += [[_place(s), s["example_id"], "very short", f"{s['answer_tokens']} answer tokens"]
+              for s in short["examples"]]
+    found += [[_place(s), s["example_id"], f"repeated in {g['examples']} examples of {g['pages']} pages",
+               g["excerpt"] or ""] for g in repeated["groups"] for s in g["examples_listed"]]
+    if found:
+        parts.append("<h3>Examples found (the first few of each)</h3>")
+        parts.append(_table(["file:line", "example_id", "finding", "text"], found))
+    return "\n".join(parts)
+
+
 def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[str, Any],
            diff: dict[str, Any] | None) -> str:
     c, t = manifest["counts"], manifest["tokens"]
@@ -245,6 +308,8 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         ["epochs", manifest["n_epochs"]], ["billed tokens", manifest["billed_tokens"]],
         ["estimated training cost (USD)", manifest["estimated_cost_usd"]],
     ], numeric={1}))
+    if manifest.get("quality"):
+        parts.append(_quality(manifest["quality"]))
     parts.append("<h2>Tokens per example</h2>")
     if c["examples"]:
         parts.append(f'<img alt="histogram of tokens per example" src="{token_histogram(tokens, t["limit"])}">')
