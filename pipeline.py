@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from configs import DEFAULT_CONFIG, Config, ConfigError, SamplingConfig, load_config
+from configs import (DEFAULT_CONFIG, Config, ConfigError, SamplingConfig, load_config, parse_fraction, parse_fractions,
+                     with_fraction)
 from crawlers.crawl import CrawlError, SourceReport, crawl
 from finetune.backend import FinetuneError
 from ops import logs
@@ -91,8 +92,10 @@ def print_crawl(reports: list[SourceReport]) -> None:
 def print_build(result: BuildResult) -> None:
     m = result.manifest
     c, t = m["counts"], m["tokens"]
-    state = "unchanged, latest stays" if result.unchanged else "built"
-    say(f"{state} {m['dataset']} {m['version']}: {c['documents']} documents → {c['examples']} examples "
+    fraction = m.get("fraction") or 1
+    state = ("unchanged, latest stays" if fraction == 1 else "unchanged") if result.unchanged else "built"
+    label = f"{m['dataset']} {m['version']}" + (f" (fraction {fraction:g})" if fraction < 1 else "")
+    say(f"{state} {label}: {c['documents']} documents → {c['examples']} examples "
         f"(train {c['train']}, test {c['test']})")
     say(f"  tokens {t['total']:,} (max {t['max_example']:,} per example, limit {t['limit']:,}); "
         f"{m['n_epochs']} epochs; estimated training cost ${m['estimated_cost_usd']:.2f} for {m['model']}")
@@ -110,6 +113,10 @@ def print_build(result: BuildResult) -> None:
     for warning in result.quality.get("warnings", []):
         say(f"  data quality: {warning}")
     say(f"  files: {_relative(result.version_dir)}/ (train.jsonl, test.jsonl, manifest.json, …)")
+    if fraction < 1:
+        say(f"  a fraction version leaves `latest` as it is: fine-tune it with `python pipeline.py finetune "
+            f"--dataset {m['version']}`, or compare fractions with `python pipeline.py finetune --compare-fractions "
+            f"{fraction:g},1`")
     if (result.version_dir / "report.html").exists():
         say(f"  review: {_relative(result.version_dir / 'report.html')}, then fill in "
             f"{_relative(result.version_dir / 'review.csv')} and run `python pipeline.py review apply FILE`")
@@ -170,6 +177,8 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.fraction is not None:
+        config = with_fraction(config, parse_fraction(args.fraction))
     with recorded(config.output_dir, "build", sources=_source_names(config)) as run:
         _build_stage(run, config)
     return 0
@@ -292,7 +301,13 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from finetune import cli
 
-    return cli.cmd_finetune(_config(args), dataset=args.dataset, wait=args.wait, force=args.force,
+    config = load_config(args.config, model=args.model)
+    if args.compare_fractions is not None:
+        if args.dataset != "latest":
+            raise ConfigError("--compare-fractions builds the versions it compares; leave out --dataset")
+        return cli.cmd_compare_fractions(config, fractions=parse_fractions(args.compare_fractions), wait=args.wait,
+                                         force=args.force, config_arg=args.config, say=say)
+    return cli.cmd_finetune(config, dataset=args.dataset, wait=args.wait, force=args.force,
                             config_arg=args.config, say=say)
 
 
@@ -404,7 +419,10 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--worker", action="store_true",
                     help="crawl together with every other worker through the Redis at crawl.redis_url: shared "
                     "frontier and URL dedup, each page fetched once overall")
-    command("build", cmd_build, "turn the stored documents into a new dataset version")
+    b = command("build", cmd_build, "turn the stored documents into a new dataset version")
+    b.add_argument("--fraction", metavar="F",
+                   help="build only this share of the documents (0 < F <= 1), a subset fixed by URL and "
+                   "dataset.seed, for scaling experiments; a version of F < 1 does not become `latest`")
     rn = command("runs", cmd_runs, "list recorded runs, newest first (`runs show ID`: one run's details)")
     rn.add_argument("verb", nargs="?", choices=["show"], help="show: the details of one run")
     rn.add_argument("id", nargs="?", type=int, help="with show: the run's id")
@@ -432,6 +450,11 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--wait", action="store_true", help="watch the job until it ends; Ctrl-C leaves it running")
     f.add_argument("--force", action="store_true",
                    help="start a job even when one from the same files and settings is running or done")
+    f.add_argument("--model", help="model to fine-tune instead of the config's `model`; ft:… continues that "
+                   "fine-tuned model")
+    f.add_argument("--compare-fractions", metavar="F,F,…",
+                   help="scaling experiment: build these shares of the documents (e.g. 0.5,1), start one job "
+                   "each and (with --wait) score the models side by side on the full version's test split")
 
     def verbs(name: str, handler: Callable[[argparse.Namespace], int], help: str,
               actions: dict[str, tuple[str | None, str]]) -> None:

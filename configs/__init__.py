@@ -317,6 +317,11 @@ class DatasetConfig(Section):
     stratify: Literal["none", "category"] = Field(
         "none", description="category: each category gets its share of test documents (assignments are kept)"
     )
+    fraction: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="share of documents kept, for scaling experiments: a subset fixed by URL and seed, so a "
+        "smaller fraction's documents are inside a larger one's; the examples and sides are the full build's",
+    )
 
     @field_validator("system_prompt")
     @classmethod
@@ -407,6 +412,11 @@ class LoraConfig(Section):
     )
 
 
+# Options of the retired /v1/fine-tunes API that the fine-tuning jobs API has no equivalent for.
+LEGACY_FINE_TUNES_OPTIONS = ("prompt_loss_weight", "compute_classification_metrics", "classification_n_classes",
+                             "classification_positive_class", "classification_betas")
+
+
 class FinetuneConfig(Section):
     """How a dataset version becomes a fine-tuning job, and where the fine-tuning API is.
 
@@ -458,6 +468,18 @@ class FinetuneConfig(Section):
     max_retries: int = Field(2, ge=0, le=10, description="retries of a request after 429, 5xx or a timeout")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_legacy_options(cls, raw: Any) -> Any:
+        legacy = [key for key in LEGACY_FINE_TUNES_OPTIONS if isinstance(raw, dict) and key in raw]
+        if legacy:
+            raise ValueError(
+                f"{', '.join(legacy)}: options of the retired /v1/fine-tunes API that no longer exist in the "
+                "fine-tuning API; remove them (n_epochs, batch_size, learning_rate_multiplier and suffix still "
+                "apply, also to babbage-002 and davinci-002; compare models with `python pipeline.py evaluate`)"
+            )
+        return raw
+
     @field_validator("n_epochs", "batch_size", "learning_rate_multiplier", mode="before")
     @classmethod
     def _auto_or_in_range(cls, value: Any, info: Any) -> Any:
@@ -492,7 +514,10 @@ class FinetuneConfig(Section):
 
 class Config(Section):
     output_dir: Path = Field(Path("output"), description="where state and datasets are written")
-    model: str = Field(model_registry.DEFAULT_MODEL, description="model to fine-tune")
+    model: str = Field(
+        model_registry.DEFAULT_MODEL,
+        description="model to fine-tune: a base model, or an earlier fine-tune (ft:<base>:…) to continue it",
+    )
     price_per_1m_tokens: float | None = Field(
         None, gt=0, description="training price in USD per 1M tokens; default: the registry's"
     )
@@ -525,6 +550,25 @@ class Config(Section):
     @property
     def token_limit(self) -> int:
         return self.dataset.max_tokens_per_example or model_registry.lookup(self.model).max_tokens_per_example
+
+
+def parse_fraction(text: str, option: str = "--fraction") -> float:
+    """A share of the documents from the command line, validated as `dataset.fraction`: more than 0, at most 1."""
+    try:
+        return DatasetConfig.model_validate({"fraction": text.strip()}).fraction
+    except ValidationError:
+        raise ConfigError(f"{option} {text.strip() or '(empty)'}: a fraction is a share of the documents, more than "
+                          "0 and at most 1, e.g. 0.5") from None
+
+
+def parse_fractions(text: str, option: str = "--compare-fractions") -> list[float]:
+    """`0.5,1`: several shares of the documents, comma-separated."""
+    return [parse_fraction(part, option) for part in text.split(",")]
+
+
+def with_fraction(config: Config, fraction: float) -> Config:
+    """`config` building only `fraction` of the documents (`build --fraction`, over the file's dataset.fraction)."""
+    return config.model_copy(update={"dataset": config.dataset.model_copy(update={"fraction": fraction})})
 
 
 def _rebase(raw: dict[str, Any], base: Path) -> dict[str, Any]:

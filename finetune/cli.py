@@ -18,7 +18,7 @@ from configs import Config, EvaluationConfig, SamplingConfig
 from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, JobNotSucceeded, Refused,
                               TransientError, create_backend)
 from finetune.evaluate import compare_models, describe, sampling_warnings, sweep, sweep_table, table
-from finetune.launch import launch, resolve_dataset
+from finetune.launch import Launched, launch, resolve_dataset
 from finetune.results import results_dir, save_results
 from finetune.state import FinetuneState, JobRecord
 from finetune.watch import Progress, watch
@@ -72,6 +72,17 @@ def _backend_for(config: Config, state: FinetuneState, job_id: str) -> tuple[Bac
 def cmd_finetune(config: Config, *, dataset: str, wait: bool, force: bool, config_arg: str, say: Say) -> int:
     launched = launch(config, dataset=dataset, force=force, say=say)
     job = launched.job
+    _say_launched(launched, say)
+    if not wait:
+        if not job.terminal:
+            say(f"  follow it: python pipeline.py jobs wait {job.id} --config {config_arg}")
+        return 0
+    backend = create_backend(config.finetune, provider=job.provider, output_dir=config.output_dir)
+    return _wait(config, backend, job.id, config_arg=config_arg, say=say)
+
+
+def _say_launched(launched: Launched, say: Say) -> None:
+    job = launched.job
     if launched.existing:
         say(f"{launched.dataset.label} already has job {job.id} ({job.status}"
             + (f", {job.fine_tuned_model}" if job.fine_tuned_model else "")
@@ -82,12 +93,49 @@ def cmd_finetune(config: Config, *, dataset: str, wait: bool, force: bool, confi
                 say(f"  {up.path.name}: already uploaded as {up.file.id}, not sent again")
         say(f"created job {job.id} on {job.provider}: {job.model}, {_hyper(job)}"
             + (f", suffix {job.suffix}" if job.suffix else ""))
+    lineage = launched.lineage
+    if lineage.parent_model:
+        say(f"  continues {lineage.parent_model} ("
+            + (f"job {lineage.parent_job_id}" if lineage.parent_job_id else "not made from this output_dir")
+            + f"), a fine-tune of {lineage.base_model}")
+
+
+def cmd_compare_fractions(config: Config, *, fractions: list[float], wait: bool, force: bool, config_arg: str,
+                          say: Say) -> int:
+    """`finetune --compare-fractions`: one job per fraction of the documents, scored side by side on the full
+    version's test split."""
+    from finetune.compare import launch_fractions
+
+    run = launch_fractions(config, fractions, force=force, say=say)
+    for launched in run.launched.values():
+        _say_launched(launched, say)
+    listed = ",".join(f"{f:g}" for f in run.launched)
+    say(f"comparison {run.comparison.id}: " + " · ".join(
+        f"fraction {f:g} → job {launched.job.id} ({launched.dataset.version})" for f, launched in run.launched.items())
+        + f"; scored on the test split of {run.evaluate_on.label}")
     if not wait:
-        if not job.terminal:
-            say(f"  follow it: python pipeline.py jobs wait {job.id} --config {config_arg}")
+        say(f"  wait for the jobs and compare the models: python pipeline.py finetune --compare-fractions {listed} "
+            f"--wait --config {config_arg} (starts nothing new)")
         return 0
-    backend = create_backend(config.finetune, provider=job.provider, output_dir=config.output_dir)
-    return _wait(config, backend, job.id, config_arg=config_arg, say=say)
+    from finetune.evaluate import compare_models, table
+
+    models = {}
+    for fraction, launched in run.launched.items():
+        job = launched.job
+        backend = create_backend(config.finetune, provider=job.provider, output_dir=config.output_dir)
+        code = _wait(config, backend, job.id, config_arg=config_arg, say=say)
+        if code:
+            return code
+        with FinetuneState(config.output_dir) as state:
+            record = state.job(job.id)
+        models[f"fraction {fraction:g}"] = record.fine_tuned_model if record else job.fine_tuned_model
+    say(f"asking {len(models)} models the test questions of {run.evaluate_on.label}")
+    ev = compare_models(backend, run.evaluate_on, models, config.finetune.evaluation)
+    say(f"evaluated {len(ev.rows)} questions; mean score (token F1 against the reference answer):")
+    for line in table(ev):
+        say(line)
+    say(f"  report: {ev.html}")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,7 +251,10 @@ def cmd_jobs(config: Config, *, verb: str, job_id: str | None, config_arg: str, 
         job = action(job_id)
         state.update_job(job)
         if verb == "show":
-            _show(job, record, say)
+            record = state.job(job_id)
+            _show(job, record, say, lineage=_lineage(state, record))
+            for line in _comparisons(state, job_id, config_arg):
+                say(line)
         else:
             say(f"job {job.id} is now {job.status}")
         return 0
@@ -233,11 +284,45 @@ def _list_jobs(config: Config, state: FinetuneState, say: Say) -> int:
     return 0
 
 
-def _show(job: Job, record: JobRecord | None, say: Say) -> None:
+def _lineage(state: FinetuneState, record: JobRecord | None) -> list[str]:
+    """A continued fine-tune's chain down to its base model."""
+    if record is None or not record.parent_model:
+        return []
+    steps, child = [record.fine_tuned_model or f"job {record.job_id}"], record
+    for parent in state.ancestry(record.parent_job_id):
+        steps.append(f"{child.parent_model} (job {parent.job_id}, {parent.dataset} {parent.version})")
+        child = parent
+    if child.parent_model:  # the chain goes on beyond what this output_dir made
+        steps.append(f"{child.parent_model} (not made from this output_dir)")
+    steps.append(f"{record.base_model} (base)")
+    return ["  lineage: " + " → ".join(steps)]
+
+
+def _comparisons(state: FinetuneState, job_id: str, config_arg: str) -> list[str]:
+    """The experiments the job is part of, and the command that scores their models side by side."""
+    lines = []
+    for c in state.comparisons(job_id):
+        members = [state.job(m["job_id"]) for m in c.members]
+        models = [m.fine_tuned_model if m else None for m in members]
+        lines.append(f"  comparison {c.id} ({c.kind}): " + " · ".join(
+            f"{m['fraction']:g} → {m['job_id']} ({m['version']})" for m in c.members))
+        if all(models):
+            lines.append(f"  compare them: python pipeline.py evaluate {' '.join(f'--model {m}' for m in models)} "
+                         f"--dataset {Path(c.evaluate_on).name} --config {config_arg}")
+        else:
+            listed = ",".join(f"{m['fraction']:g}" for m in c.members)
+            lines.append(f"  once every job succeeded, compare them: python pipeline.py finetune --compare-fractions "
+                         f"{listed} --wait --config {config_arg}")
+    return lines
+
+
+def _show(job: Job, record: JobRecord | None, say: Say, lineage: list[str] = ()) -> None:
     say(f"job {job.id} ({job.provider}): {job.status}")
     if record:
         say(f"  dataset: {record.dataset} {record.version} ({record.version_dir})")
     say(f"  model: {job.model}" + (f" → {job.fine_tuned_model}" if job.fine_tuned_model else ""))
+    for line in lineage:
+        say(line)
     say(f"  hyperparameters: {_hyper(job)}" + (f"; seed {job.seed}" if job.seed is not None else "")
         + (f"; suffix {job.suffix}" if job.suffix else ""))
     say(f"  files: training {job.training_file}" + (f", validation {job.validation_file}" if job.validation_file

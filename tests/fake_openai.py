@@ -574,6 +574,7 @@ class Job:
     steps_done: int = 0
     model_token: str = ""
     next_tick: float = 0.0
+    base: str = ""  # the snapshot trained: `model`, or the base of the ft: model a continued job starts from
 
     @property
     def method_type(self) -> str:
@@ -1305,19 +1306,22 @@ class FakeOpenAI:
     # ---- fine-tuning jobs
 
     def _resolve_base(self, model: str) -> str:
-        """The snapshot a job trains, refusing models the platform would refuse."""
+        """The snapshot a job trains, refusing models the platform would refuse.
+
+        An `ft:` model continues an earlier fine-tune: the organization's own, still existing models are
+        accepted (trained on their base's snapshot, and refused with it once it is retired); anything else,
+        another organization's model included, gets the platform's answer for a model it does not offer."""
         if self._today() >= NO_NEW_JOBS_FROM:
             raise _bad("Fine-tuning job creation is no longer available: no new fine-tuning jobs can be created "
                        f"from {NO_NEW_JOBS_FROM.isoformat()}.", param="model", code="model_not_available")
+        snapshot = BASE_MODELS.get(model)
         if model.startswith("ft:"):
             job = self.fine_tuned_models.get(model)
-            if job is None or model in self.deleted_models:
-                raise _not_found(f"The model `{model}` does not exist or you do not have access to it.",
-                                 param="model", code="model_not_found")
-            return job.model
-        snapshot = BASE_MODELS.get(model)
-        retired = (model.startswith("gpt-3.5-turbo") or model == "gpt-4-0613"
-                   or (model.startswith("gpt-4.1-nano") and self._today() >= NANO_RETIRED_ON))
+            own = model.split(":")[2:3] == [self.organization_name]
+            snapshot = (job.base or job.model) if job and own and model not in self.deleted_models else None
+        base = snapshot or model
+        retired = (base.startswith("gpt-3.5-turbo") or base == "gpt-4-0613"
+                   or (base.startswith("gpt-4.1-nano") and self._today() >= NANO_RETIRED_ON))
         if snapshot is None or retired:
             raise _bad(f"Model {model} is not available for fine-tuning or does not exist.", param="model",
                        code="model_not_available")
@@ -1376,7 +1380,8 @@ class FakeOpenAI:
         if validation is not None:
             self._fine_tune_file(validation, "validation_file")
         job = Job(
-            id="ftjob-" + self._token(24), model=snapshot, training_file=training.id, validation_file=validation,
+            id="ftjob-" + self._token(24), model=body["model"] if body["model"].startswith("ft:") else snapshot,
+            base=snapshot, training_file=training.id, validation_file=validation,
             created_at=self._now(), seed=body["seed"] if body.get("seed") is not None else self._rng.randrange(2**31),
             suffix=body.get("suffix"), method=method, metadata=metadata, integrations=body.get("integrations"),
             model_token=self._token(8),
@@ -1479,7 +1484,7 @@ class FakeOpenAI:
             self._train(job)
 
     def _validate_files(self, job: Job) -> None:
-        schema_name = line_schema_for(job.method_type, job.model)
+        schema_name = line_schema_for(job.method_type, job.base or job.model)
         try:
             train = parse_training_file(self.files[job.training_file].data, schema_name, param="training_file",
                                         min_examples=MIN_TRAINING_EXAMPLES)
@@ -1498,7 +1503,7 @@ class FakeOpenAI:
         self._event(job, "Files validated, moving job to queued state")
 
     def _ft_name(self, job: Job) -> str:
-        return f"ft:{job.model}:{self.organization_name}:{job.suffix or ''}:{job.model_token}"
+        return f"ft:{job.base or job.model}:{self.organization_name}:{job.suffix or ''}:{job.model_token}"
 
     def _train(self, job: Job) -> None:
         plan = job.plan

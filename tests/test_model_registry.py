@@ -56,3 +56,19 @@ def test_unknown_model_lists_known_ones():
 def test_a_dataset_trained_locally_is_not_bound_by_openai_dates():
     spec, warnings = check("gpt-4o-mini-2024-07-18", on=date(2027, 3, 1), hosted=False)
     assert spec.encoding == "o200k_base" and warnings == []
+
+
+def test_a_fine_tune_is_judged_by_its_base_and_the_messages_name_the_base():
+    from transforms.model_registry import base_of, without_checkpoint
+
+    tuned = "ft:gpt-4o-mini-2024-07-18:acme:guide:abc123"
+    spec, warnings = check(tuned, on=date(2026, 11, 21))
+    assert (spec.name, spec.encoding, spec.max_tokens_per_example) == ("gpt-4o-mini-2024-07-18", "o200k_base", 65_536)
+    assert f"base model gpt-4o-mini-2024-07-18 of {tuned} retires on 2027-01-14 (54 days left); plan a move to " \
+           "another model or backend" in warnings
+    with pytest.raises(ModelError, match=r"^base model gpt-4.1-nano-2025-04-14 of ft:gpt-4.1-nano:acme::x was retired "
+                                         r"on 2026-10-23; choose one of: "):
+        check("ft:gpt-4.1-nano:acme::x", on=date(2026, 11, 21))
+    assert lookup("ft:gpt-3.5-turbo-0613:acme::x:ckpt-step-80").max_tokens_per_example == 4_096
+    assert base_of(f"{tuned}:ckpt-step-80") == "gpt-4o-mini-2024-07-18" and base_of("gpt-4o-mini") is None
+    assert without_checkpoint(f"{tuned}:ckpt-step-80") == tuned == without_checkpoint(tuned)

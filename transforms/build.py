@@ -28,7 +28,7 @@ from transforms.formats import Format
 from transforms.pii import DropPII, PiiScanner, RedactPII
 from transforms.report import ReportCollector, render
 from transforms.review import ApplyDecisions, ReviewSheet, open_state, stored_decisions
-from transforms.split import AssignSplit, StratifiedSplit
+from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
 from transforms.stage import Stage, StageLog, run_stages
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import MIN_EXAMPLES, check_example
@@ -133,8 +133,11 @@ def build(config: Config) -> BuildResult:
         dedup,
         StratifiedSplit(split_db, ds.name, ds.test_fraction, ds.seed) if split_db else AssignSplit(
             ds.test_fraction, ds.seed),
-        CheckFormat(fmt),
     ]
+    subset = FractionSubset(ds.fraction, ds.seed) if ds.fraction < 1 else None
+    if subset:  # after dedup and split: the full build's examples and sides, restricted (see FractionSubset)
+        example_stages.append(subset)
+    example_stages.append(CheckFormat(fmt))
 
     root = datasets_root(config)
     collector = ReportCollector(ds.quality)
@@ -145,13 +148,16 @@ def build(config: Config) -> BuildResult:
                 collector.dropped(drop)
 
             documents, document_logs = run_stages(store.documents(), document_stages, on_drop=on_drop)
-            examples, example_logs = run_stages(out.tap_documents(documents), example_stages, on_drop=on_drop)
+            examples, example_logs = run_stages(out.tap_documents(documents, subset.chosen if subset else None),
+                                                example_stages, on_drop=on_drop)
             logs = document_logs + example_logs
             sheet = ReviewSheet(out.tmp / "review.csv")
             for example in examples:
                 collector.add(example, out.add(example))
                 sheet.add(example)
             sheet.flush()
+            if out.documents == 0 and subset:
+                raise BuildError(f"no document falls in fraction {ds.fraction:g}; give a larger --fraction")
             if out.documents == 0:
                 raise BuildError(f"the crawl state {state} holds no documents; run `python pipeline.py crawl` first")
             n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
@@ -173,9 +179,10 @@ def build(config: Config) -> BuildResult:
             hashes = out.file_hashes()
             digest = config_hash(config)
             latest = resolve_version(root)
-            if out.same_as(latest, hashes, digest):
-                manifest = _read_manifest(latest)
-                return BuildResult(latest, manifest, unchanged=True, warnings=warnings, quality=quality)
+            same = out.find_same(hashes, digest) if subset else latest if out.same_as(latest, hashes, digest) else None
+            if same is not None:
+                manifest = _read_manifest(same)
+                return BuildResult(same, manifest, unchanged=True, warnings=warnings, quality=quality)
             dropped: Counter = Counter()
             for log in logs:
                 dropped.update(log.dropped)
@@ -211,6 +218,7 @@ def build(config: Config) -> BuildResult:
                 "dedup": dedup.summary(),
                 "review": review.summary(),
                 "split": {"test_fraction": ds.test_fraction, "seed": ds.seed, "stratify": ds.stratify},
+                "fraction": ds.fraction,
                 "warnings": warnings,
                 "quality": quality,
                 "crawl": store.latest_crawls([s.name for s in config.sources]),  # per source: statuses, drops, changes
@@ -224,7 +232,7 @@ def build(config: Config) -> BuildResult:
                 (folder / "report.html").write_text(page, encoding="utf-8")
                 return ["report.html", "review.csv"]
 
-            version = out.commit(manifest, publish)
+            version = out.commit(manifest, publish, latest=subset is None)  # a subset never becomes `latest`
     finally:
         collector.close()
         if split_db is not None:

@@ -4,6 +4,9 @@ Plain split: a document's side is a function of its URL and the seed only. Strat
 each category every k-th document goes to test (systematic sampling from an offset drawn from the category
 and seed), so even a small category gets its share; because that depends on the order documents arrive in,
 each assignment is written to the state the first time and read back on every later build.
+
+A fraction build (`build --fraction`) keeps the documents whose own hash of URL and seed falls below the
+fraction, so subsets are nested (0.5 inside 0.75 inside the full set) and independent of the test draw.
 """
 
 from __future__ import annotations
@@ -36,6 +39,40 @@ def position(url: str, seed: int) -> float:
     """A number in [0, 1) fixed by URL and seed: below `test_fraction` means test."""
     digest = hashlib.sha256(f"{seed}\x00{url}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def in_fraction(url: str, seed: int, fraction: float) -> bool:
+    """Whether a document belongs to the `fraction` subset: nested, the same on every build."""
+    return fraction >= 1.0 or position(f"fraction\x00{url}", seed) < fraction
+
+
+class FractionSubset(Stage):
+    """Keep the examples of the documents in the `fraction` subset.
+
+    It runs after dedup and the split, so a fraction build is exactly the full build restricted to the
+    chosen documents: the same examples (dedup saw every document, so no answer is kept here that the full
+    build dropped as a duplicate of another page's), on the same sides. Its train split is therefore inside
+    the full build's train split, and the full build's test split is a fair test for both models.
+    """
+
+    name = "fraction"
+
+    def __init__(self, fraction: float, seed: int):
+        self.fraction = fraction
+        self.seed = seed
+
+    def chosen(self, url: str) -> bool:
+        return in_fraction(url, self.seed, self.fraction)
+
+    def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
+        url, keep = None, False
+        for example in examples:
+            if example.url != url:  # examples arrive grouped by document
+                url, keep = example.url, self.chosen(example.url)
+            if keep:
+                yield example
+            else:
+                log.drop(example, "outside_fraction", f"fraction {self.fraction:g}")
 
 
 class AssignSplit(Stage):

@@ -2,8 +2,9 @@
 
 Layout: `<datasets>/<name>/v0001/` with train.jsonl, test.jsonl (only keys the API accepts, in the model's
 format), metadata.jsonl (the per-example sidecar), documents.jsonl, dropped.jsonl, review.csv, report.html and
-manifest.json; `latest` is a symlink to the newest version. An interrupted build leaves only a `.building-*`
-folder behind, never a half version.
+manifest.json; `latest` is a symlink to the newest full version (a fraction build, a subset for scaling
+experiments, gets a version number but leaves `latest` alone). An interrupted build leaves only a
+`.building-*` folder behind, never a half version.
 """
 
 from __future__ import annotations
@@ -90,14 +91,18 @@ class DatasetWriter:
         for f in self.files.values():
             f.close()
 
-    def tap_documents(self, documents: Iterable[Document]) -> Iterator[Document]:
-        """Pass documents through, writing each to documents.jsonl on the way."""
+    def tap_documents(self, documents: Iterable[Document],
+                      keep: Callable[[str], bool] | None = None) -> Iterator[Document]:
+        """Pass documents through, writing each (each whose URL `keep` accepts) to documents.jsonl on the way.
+
+        A fraction build passes every document on, since dedup must see them all, but lists only its own."""
         out = self.files["documents.jsonl"]
         for doc in documents:
-            out.write(jsonl({"url": doc.url, "title": doc.title, "category": doc.category, "text": doc.text,
-                             "content_hash": doc.content_hash, "fetched_at": doc.fetched_at,
-                             "source": doc.source, "language": doc.language, "document_id": doc.id}))
-            self.documents += 1
+            if keep is None or keep(doc.url):
+                out.write(jsonl({"url": doc.url, "title": doc.title, "category": doc.category, "text": doc.text,
+                                 "content_hash": doc.content_hash, "fetched_at": doc.fetched_at,
+                                 "source": doc.source, "language": doc.language, "document_id": doc.id}))
+                self.documents += 1
             yield doc
 
     def add(self, example: Example) -> bytes:
@@ -131,9 +136,15 @@ class DatasetWriter:
         old_files = {name: digest for name, digest in (old.get("files") or {}).items() if name in DATA_FILES}
         return old_files == hashes and old.get("config_hash") == config_hash
 
+    def find_same(self, hashes: dict[str, str], config_hash: str) -> Path | None:
+        """The newest version of any number with the same data files and config (a fraction build's reuse)."""
+        return next((v for v in reversed(versions(self.root)) if self.same_as(v, hashes, config_hash)), None)
+
     def commit(self, manifest: dict[str, Any],
-               before_publish: Callable[[Path, dict[str, Any]], list[str]] | None = None) -> Path:
-        """Write the manifest and rename the temp folder to the next version; point `latest` at it.
+               before_publish: Callable[[Path, dict[str, Any]], list[str]] | None = None, *,
+               latest: bool = True) -> Path:
+        """Write the manifest and rename the temp folder to the next version; point `latest` at it (unless
+        `latest` is false).
 
         `before_publish(folder, manifest)` writes files that need the version's name (the report) and
         returns their names; their sha256 join the manifest's `files`.
@@ -156,6 +167,8 @@ class DatasetWriter:
                     raise
                 number += 1
         self.committed = target
+        if not latest:
+            return target
         link = self.root / f".latest.{os.getpid()}"
         link.unlink(missing_ok=True)
         link.symlink_to(target.name)
