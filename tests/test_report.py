@@ -82,3 +82,22 @@ def test_report_diff_counts_added_removed_and_changed_examples(tmp_path):
     text = "".join(parse(result.version_dir / "report.html").text)
     assert "Against v0001: 2 examples added, 1 removed, 1 changed." in text
     assert "/added-000.html" in text and "/page-015.html" in text
+
+
+def test_data_quality_section_shows_checks_and_hostile_findings_as_text(tmp_path):
+    pages = guide_pages(14)
+    pages.append(page("refusal", f"# 문의\n\n죄송하지만 답변드릴 수 없습니다. {HOSTILE} {korean_paragraph(91, 1)}",
+                      title="문의", category=f"cat {HOSTILE}"))
+    write_pages(tmp_path / "out", pages)
+    result = build(make_config(tmp_path, "test_fraction: 0.1"))
+    parsed = parse(result.version_dir / "report.html")
+    assert "script" not in parsed.tags
+    text = "".join(parsed.text)
+    assert "Data quality" in text and "Data-quality warnings" in text
+    for check in ("refusal-like answers", "category imbalance", "format outliers", "very short answers",
+                  "repeated answers"):
+        assert check in text
+    [row] = result.manifest["quality"]["checks"]["refusals"]["examples"]
+    assert f"{row['split']}.jsonl:{row['line']}" in text and row["example_id"] in text
+    assert '<script>alert("x")</script>' in text  # the excerpt and the category name, as text
+    assert f"'[온라인] 업무 가이드' has 14 examples, 'cat {HOSTILE}' 1" in text
