@@ -20,7 +20,7 @@ from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, J
 from finetune.evaluate import compare_models, describe, sampling_warnings, sweep, sweep_table, table
 from finetune.launch import Launched, launch, resolve_dataset
 from finetune.results import results_dir, save_results
-from finetune.state import FinetuneState, JobRecord
+from finetune.state import Comparison, FinetuneState, JobRecord
 from finetune.watch import Progress, watch
 
 Say = Callable[[str], None]
@@ -114,8 +114,8 @@ def cmd_compare_fractions(config: Config, *, fractions: list[float], wait: bool,
         f"fraction {f:g} → job {launched.job.id} ({launched.dataset.version})" for f, launched in run.launched.items())
         + f"; scored on the test split of {run.evaluate_on.label}")
     if not wait:
-        say(f"  wait for the jobs and compare the models: python pipeline.py finetune --compare-fractions {listed} "
-            f"--wait --config {config_arg} (starts nothing new)")
+        with FinetuneState(config.output_dir) as state:
+            say(_compare_command(state, run.comparison, config_arg))
         return 0
     from finetune.evaluate import compare_models, table
 
@@ -302,18 +302,22 @@ def _comparisons(state: FinetuneState, job_id: str, config_arg: str) -> list[str
     """The experiments the job is part of, and the command that scores their models side by side."""
     lines = []
     for c in state.comparisons(job_id):
-        members = [state.job(m["job_id"]) for m in c.members]
-        models = [m.fine_tuned_model if m else None for m in members]
         lines.append(f"  comparison {c.id} ({c.kind}): " + " · ".join(
             f"{m['fraction']:g} → {m['job_id']} ({m['version']})" for m in c.members))
-        if all(models):
-            lines.append(f"  compare them: python pipeline.py evaluate {' '.join(f'--model {m}' for m in models)} "
-                         f"--dataset {Path(c.evaluate_on).name} --config {config_arg}")
-        else:
-            listed = ",".join(f"{m['fraction']:g}" for m in c.members)
-            lines.append(f"  once every job succeeded, compare them: python pipeline.py finetune --compare-fractions "
-                         f"{listed} --wait --config {config_arg}")
+        lines.append(_compare_command(state, c, config_arg))
     return lines
+
+
+def _compare_command(state: FinetuneState, c: Comparison, config_arg: str) -> str:
+    """`evaluate` over the comparison's models once all of them exist; until then, the --wait run that waits."""
+    members = [state.job(m["job_id"]) for m in c.members]
+    models = [m.fine_tuned_model if m else None for m in members]
+    if all(models):
+        return (f"  compare them: python pipeline.py evaluate {' '.join(f'--model {m}' for m in models)} "
+                f"--dataset {Path(c.evaluate_on).name} --config {config_arg}")
+    listed = ",".join(f"{m['fraction']:g}" for m in c.members)
+    return (f"  once every job succeeded, compare them: python pipeline.py finetune --compare-fractions {listed} "
+            f"--wait --config {config_arg} (starts nothing new: it finds these versions and jobs)")
 
 
 def _show(job: Job, record: JobRecord | None, say: Say, lineage: list[str] = ()) -> None:

@@ -172,15 +172,15 @@ def test_compare_fractions_launches_one_job_per_fraction_then_waits_and_scores_t
         assert job.metadata.get("dataset_fraction") == fraction and job.metadata["dataset_version"] == version.name
     assert (f"comparison 1: fraction 0.5 → job {jobs[0].id} (v0001) · fraction 1 → job {jobs[1].id} (v0002); "
             "scored on the test split of guide v0002") in out
-    assert (f"  wait for the jobs and compare the models: python pipeline.py finetune --compare-fractions 0.5,1 "
-            f"--wait --config {experiment.config} (starts nothing new)") in out
+    rerun = (f"  once every job succeeded, compare them: python pipeline.py finetune --compare-fractions 0.5,1 "
+             f"--wait --config {experiment.config} (starts nothing new: it finds these versions and jobs)")
+    assert rerun in out
     with FinetuneState(experiment.root / "out") as state:
         (comparison,) = state.comparisons()
     assert comparison.evaluate_on == str(full) and [m["fraction"] for m in comparison.members] == [0.5, 1.0]
 
     assert experiment.run("jobs", "show", jobs[0].id) == 0
-    assert (f"  once every job succeeded, compare them: python pipeline.py finetune --compare-fractions 0.5,1 --wait "
-            f"--config {experiment.config}") in capsys.readouterr().out
+    assert rerun in capsys.readouterr().out
 
     assert experiment.run("finetune", "--compare-fractions", "0.5,1", "--wait") == 0
     out = capsys.readouterr().out
@@ -200,6 +200,12 @@ def test_compare_fractions_launches_one_job_per_fraction_then_waits_and_scores_t
     assert [r["question"] for r in rows] == [json.loads(line)["messages"][1]["content"]
                                             for line in (full / "test.jsonl").read_text(encoding="utf-8").splitlines()]
 
+    command = (f"  compare them: python pipeline.py evaluate --model {jobs[0].fine_tuned_model} --model "
+               f"{jobs[1].fine_tuned_model} --dataset v0002 --config {experiment.config}")
     assert experiment.run("jobs", "show", jobs[1].id) == 0
-    assert (f"  compare them: python pipeline.py evaluate --model {jobs[0].fine_tuned_model} --model "
-            f"{jobs[1].fine_tuned_model} --dataset v0002 --config {experiment.config}") in capsys.readouterr().out
+    assert command in capsys.readouterr().out
+    assert experiment.run("finetune", "--compare-fractions", "0.5,1") == 0  # without --wait, now that they exist
+    assert command in capsys.readouterr().out.splitlines()
+    assert len(fake.jobs) == 2
+    assert main(command.split()[4:]) == 0  # the printed command runs as printed
+    assert f"evaluated {questions} questions" in capsys.readouterr().out
