@@ -272,7 +272,9 @@ def print_run(r: Any) -> None:
     for source, c in (r.counts.get("crawl") or {}).items():
         say(f"  crawl {source}: {c.get('responses', 0)} responses, new {c.get('new', 0)} · changed "
             f"{c.get('changed', 0)} · unchanged {c.get('unchanged', 0)} · removed {c.get('removed', 0)} "
-            f"({c.get('finish_reason')})")
+            f"({c.get('finish_reason')})"
+            + (f"; this worker fetched {c['fetched']} pages, its state took in {c['ingested']} of every worker's"
+               if "fetched" in c else ""))
     b = r.counts.get("build")
     if b:
         say(f"  build {b['version']}{' (unchanged)' if b.get('unchanged') else ''}: {b.get('documents')} documents → "

@@ -80,6 +80,7 @@ class Frontier:
         self.since = ""  # when this worker's state began taking the crawl's pages
         self.published = 0  # page records this worker fetched and published
         self.ingested = 0  # stream entries this worker applied to its state (every worker's)
+        self.leaving = False  # set by `finish`: the worker's heartbeat no longer speaks for it
         self._quiet = self.server.register_script(QUIET)
 
     def key(self, name: str) -> str:
@@ -150,6 +151,7 @@ class Frontier:
         A finished crawl is quiet, so every page is in the stream already. When max_pages stopped it, every
         worker is stopping: this one waits for the others' pages in flight. An interrupted worker leaves at
         once; the pages fetched after it left reach its state with the next crawl it takes part in."""
+        self.leaving = True
         self.set_state("leaving")  # fetches nothing more
         if finish_reason not in ("finished", "shutdown"):  # before the heartbeat goes: no one may miss it
             self.cut(finish_reason)
@@ -297,6 +299,8 @@ class WorkerPresence:
 
     def heartbeat(self) -> None:
         assert self.frontier is not None
+        if self.frontier.leaving:
+            return  # closing: `Frontier.finish` says `leaving` and takes the rest of the stream
         self.beats += 1
         if self.beats % int(2 / HEARTBEAT_SECONDS) == 0:  # refresh the TTL every 2 s
             self._set(self.state or "busy")

@@ -3,7 +3,9 @@
 A row is written when a run starts (status `running`) and completed when it ends: `ok`, `failed` (with the
 error), `interrupted` (Ctrl-C / SIGTERM), `skipped` (a scheduled run found the output locked) or `died` (its
 process was killed; found out by the next run that takes the lock). Counts are per stage: per source for the
-crawl, per stage of the build, and the dataset version it produced. Same conventions as the crawl store:
+crawl (a `crawl --worker` row also has `fetched`, the pages this worker fetched, and `ingested`, the pages of
+every worker it stored; its new/changed/unchanged/removed are its state's), per stage of the build, and the
+dataset version it produced. Same conventions as the crawl store:
 autocommit, one statement per transaction, WAL, so a crash never leaves a half-written row.
 """
 

@@ -118,15 +118,23 @@ def test_two_workers_fetch_each_page_once_and_store_the_same_documents_as_one_pr
     assert redis.Redis.from_url(redis_url).keys("crawl2tune:*") == []  # the crawl ended: its keys are gone
 
 
-def _workers(configs: list[Path], site: Site, redis_url: str, prefix: str) -> None:
+SINGLE = "crawl2tune-single-process"  # the user agent of the reference crawl, told apart in the request log
+
+
+def _workers(configs: list[Path], site: Site, redis_url: str, prefix: str, single: Path | None = None) -> Counter:
     """One `crawl --worker` per config, crawling together (the start page waits until all have joined the crawl,
-    so none crawls the site alone); each must succeed."""
+    so none crawls the site alone), and alongside them the single-process crawl of `single`; each must succeed.
+    Returns how often the workers requested each page."""
     client = redis.Redis.from_url(redis_url)
+    site.hits.clear()
     with held(site, "/", until=lambda: client.scard(f"{prefix}:docs:members") == len(configs)):
-        workers = [pipeline(cfg, "crawl", "--worker") for cfg in configs]
-        results = [worker.communicate(timeout=240) for worker in workers]
-    for worker, (out, err) in zip(workers, results):
-        assert worker.returncode == 0, err
+        crawls = [pipeline(cfg, "crawl", "--worker") for cfg in configs]
+        crawls += [pipeline(single, "crawl")] if single else []
+        results = [process.communicate(timeout=240) for process in crawls]
+    for process, (out, err) in zip(crawls, results):
+        assert process.returncode == 0, err
+    return Counter(hit.path for hit in site.hits
+                   if hit.path != "/robots.txt" and hit.headers.get("User-Agent") != SINGLE)
 
 
 def _machines(tmp_path: Path, site: Site, redis_url: str, prefix: str, source: str = "") -> list[Path]:
@@ -139,24 +147,26 @@ def _machines(tmp_path: Path, site: Site, redis_url: str, prefix: str, source: s
     return configs
 
 
+def _single(tmp_path: Path, site: Site) -> Path:
+    """The config of a single-process crawl of `site`, for reference."""
+    (tmp_path / "single").mkdir(exist_ok=True)
+    return config(tmp_path / "single", site.base, crawl=f'  user_agent: "{SINGLE}"')
+
+
 def test_workers_with_their_own_output_dirs_fetch_each_page_once_and_each_state_holds_every_document(
-        tmp_path, redis_url):
+        tmp_path, redis_url, capsys):
     site_pages = docs_site(10, 10)  # 111 pages
     with Site(site_pages) as site:
-        (tmp_path / "single").mkdir()
-        assert main(["crawl", "--config", str(config(tmp_path / "single", site.base))]) == 0
-        reference = documents(tmp_path / "single" / "out")
-
-        site.hits.clear()
         for page in site_pages.values():
-            page.delay = 0.01
+            page.delay = 0.01  # a little latency, as a real server has, so both workers get work
         prefix = "machines"
         machines = _machines(tmp_path, site, redis_url, prefix)
-        _workers(machines, site, redis_url, prefix)
-        fetched = Counter(hit.path for hit in site.hits if hit.path != "/robots.txt")
+        fetched = _workers(machines, site, redis_url, prefix, single=_single(tmp_path, site))
         assert set(fetched) == set(site_pages)
         assert max(fetched.values()) == 1, [path for path, n in fetched.items() if n > 1]  # once overall
 
+    reference = documents(tmp_path / "single" / "out")
+    assert sum(1 for row in reference if row[2]) == 111
     for machine in machines:
         assert documents(machine.parent / "out") == reference  # every page, whoever fetched it
     counts = [[r["counts"]["crawl"]["docs"] for r in runs(m.parent / "out")] for m in machines]
@@ -165,12 +175,15 @@ def test_workers_with_their_own_output_dirs_fetch_each_page_once_and_each_state_
     assert [(c["new"], c["ingested"]) for c in counts] == [(111, 111), (111, 111)], counts
     assert sum(c["fetched"] for c in counts) == 111 and min(c["fetched"] for c in counts) > 0, counts
     assert redis.Redis.from_url(redis_url).keys("machines:*") == []
+    capsys.readouterr()
+    assert main(["runs", "show", "1", "--config", str(machines[0])]) == 0
+    assert (f"new 111 · changed 0 · unchanged 0 · removed 0 (finished); this worker fetched {counts[0]['fetched']} "
+            "pages, its state took in 111 of every worker's") in capsys.readouterr().out
 
 
 def test_workers_with_their_own_output_dirs_recrawl_and_each_retires_a_page_no_longer_linked(tmp_path, redis_url):
     with Site(docs_site(3, 4)) as site:
-        (tmp_path / "single").mkdir()
-        single = config(tmp_path / "single", site.base)
+        single = _single(tmp_path, site)
         prefix = "recrawl"
         machines = _machines(tmp_path, site, redis_url, prefix)
         gone = "/s2/p3.html"
@@ -179,10 +192,7 @@ def test_workers_with_their_own_output_dirs_recrawl_and_each_retires_a_page_no_l
                 for path in ("/s2/", "/s2/p0.html", "/s2/p1.html", "/s2/p2.html"):  # nothing links to it any more
                     page = site.pages[path]
                     page.body = page.body.replace(f'href="{gone}"', 'href="/"')
-            assert main(["crawl", "--config", str(single)]) == 0
-            site.hits.clear()
-            _workers(machines, site, redis_url, prefix)
-            fetched = Counter(hit.path for hit in site.hits if hit.path != "/robots.txt")
+            fetched = _workers(machines, site, redis_url, prefix, single=single)
             assert len(fetched) == (16 if crawl == 1 else 15) and max(fetched.values()) == 1, fetched
             reference = documents(tmp_path / "single" / "out")
             for machine in machines:
@@ -201,12 +211,10 @@ def test_max_pages_counts_the_pages_of_every_worker_and_a_cut_crawl_retires_noth
         prefix = "limit"
         _workers(_machines(tmp_path, site, redis_url, prefix), site, redis_url, prefix)  # a complete crawl first
 
-        site.hits.clear()
         for page in site_pages.values():
             page.delay = 0.2  # slow enough that both workers are still fetching when the count is reached
         machines = _machines(tmp_path, site, redis_url, prefix, source="    max_pages: 50\n")
-        _workers(machines, site, redis_url, prefix)
-        pages = [hit.path for hit in site.hits if hit.path != "/robots.txt"]
+        pages = list(_workers(machines, site, redis_url, prefix).elements())
 
     # 50 responses overall, the two robots.txt included, plus what each worker had in flight (at most
     # Scrapy's CONCURRENT_REQUESTS = 16); counted per worker it would be about 2 × 49
