@@ -256,6 +256,8 @@ def sweep(backend: Backend, ds: Dataset, models: Mapping[str, str] | Sequence[st
     for value in values:
         run = settings.model_validate({**settings.model_dump(), param: value})
         runs.setdefault(getattr(run, param), run)
+    if not runs:
+        raise Refused(f"a sweep of {param} needs at least one value")
     evaluations = [compare_models(backend, ds, models, run, on_answer=on_answer) for run in runs.values()]
     first = evaluations[0]
     fixed = settings.model_validate({**settings.model_dump(), param: SamplingConfig.model_fields[param].default})
