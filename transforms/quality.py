@@ -195,10 +195,12 @@ class QualityChecks:
         self.examples += 1
         page, ident = int(example.document_id, 16), int(example.example_id, 16)
         place = (SPLITS.index(example.split) << 31) | line
-        turns, refusal = 0, None
+        structure, turns, refusal = [], 0, None
         for message in example.messages:
+            role = message.get("role", "?")
+            structure.append(role + "(weight)" if "weight" in message else role)
             content = message.get("content")
-            if message.get("role") != "assistant" or not isinstance(content, str):
+            if role != "assistant" or not isinstance(content, str):
                 continue
             turns += 1
             self.repeated.add(content, page, ident, place)
@@ -214,9 +216,9 @@ class QualityChecks:
             self.short += 1
             if len(self.short_samples) < SAMPLES:
                 self.short_samples.append(_sample(example, line, answer_tokens=example.answer_tokens))
-        structure = tuple(m.get("role", "?") + ("(weight)" if "weight" in m else "") for m in example.messages)
-        self.structures[structure] += 1
-        samples = self.structure_samples.setdefault(structure, [])
+        key = tuple(structure)
+        self.structures[key] += 1
+        samples = self.structure_samples.setdefault(key, [])
         if len(samples) < SAMPLES:
             samples.append(_sample(example, line))
 
