@@ -546,7 +546,9 @@ class TrainingPlan:
     trained_tokens: int
     step_metrics: list[dict[str, float]]
     checkpoint_steps: list[int]
-    qa_pairs: list[tuple[str, str]]
+    qa_pairs: list[tuple[str, str]]  # from the training file: memorised
+    peak_step: int  # the validation loss is lowest here; the model over-fits after it
+    valid_pairs: list[tuple[str, str]]  # from the validation file: generalised to
 
 
 @dataclass
@@ -740,6 +742,8 @@ def make_plan(job: Job, train: list[dict], valid: list[dict] | None) -> Training
     lr = 1.8 if hp.get("learning_rate_multiplier", "auto") == "auto" else hp["learning_rate_multiplier"]
     steps_per_epoch = math.ceil(n / batch)
     total = steps_per_epoch * epochs
+    checkpoint_steps = [steps_per_epoch * e for e in range(max(1, epochs - 2), epochs + 1)]
+    peak = over_fitting_from(steps_per_epoch, epochs)
     rng = random.Random(job.seed)
     metrics: list[dict[str, float]] = []
     valid_every = max(1, total // 10)
@@ -748,16 +752,24 @@ def make_plan(job: Job, train: list[dict], valid: list[dict] | None) -> Training
         loss = 0.25 + 2.2 * math.exp(-4 * progress) + rng.uniform(-0.08, 0.08)
         acc = min(0.99, 0.55 + 0.4 * progress + rng.uniform(-0.03, 0.03))
         m = {"step": step, "train_loss": round(loss, 5), "train_mean_token_accuracy": round(acc, 5)}
-        if valid and (step % valid_every == 0 or step == total):
-            m["valid_loss"] = round(loss + 0.1 + rng.uniform(0, 0.05), 5)
-            m["valid_mean_token_accuracy"] = round(acc - 0.03, 5)
+        if valid and (step % valid_every == 0 or step == total or step in checkpoint_steps):
+            # smooth, so the lowest is at the peak: falling as training does until then, rising after
+            fitted, over = min(step, peak) / total, max(0, step - peak) / total
+            m["valid_loss"] = round(0.35 + 2.2 * math.exp(-4 * fitted) + 1.5 * over, 5)
+            m["valid_mean_token_accuracy"] = round(min(0.96, 0.52 + 0.4 * fitted) - 0.3 * over, 5)
         if valid and step == total:
             m["full_valid_loss"] = m["valid_loss"]
             m["full_valid_mean_token_accuracy"] = m["valid_mean_token_accuracy"]
         metrics.append(m)
-    checkpoint_steps = [steps_per_epoch * e for e in range(max(1, epochs - 2), epochs + 1)]
     tokens = sum(example_tokens(ex) for ex in train) * epochs
-    return TrainingPlan(n, epochs, batch, lr, total, tokens, metrics, checkpoint_steps, qa_pairs(train))
+    return TrainingPlan(n, epochs, batch, lr, total, tokens, metrics, checkpoint_steps, qa_pairs(train), peak,
+                        qa_pairs(valid or []))
+
+
+def over_fitting_from(steps_per_epoch: int, epochs: int) -> int:
+    """The step a job generalises best at: the end of its next-to-last epoch when it trains 3 epochs or more
+    (what `auto` gives a small file), else its last step."""
+    return steps_per_epoch * (epochs - 1 if epochs >= 3 else epochs)
 
 
 def results_csv(plan: TrainingPlan) -> bytes:
@@ -769,6 +781,43 @@ def results_csv(plan: TrainingPlan) -> bytes:
         writer.writerow([m["step"], m["train_loss"], m["train_mean_token_accuracy"],
                          m.get("valid_loss", ""), m.get("valid_mean_token_accuracy", "")])
     return buf.getvalue().encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# Chat answers: a fine-tuned model learns, then over-fits
+
+
+def _seeded(*parts: Any) -> random.Random:
+    return random.Random(hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).digest())
+
+
+def recalled(answer: str, step: int, plan: TrainingPlan, *, memorised: bool) -> str:
+    """What a model at `step` of its job says for a question whose answer it learned.
+
+    A training question is memorised: a share 1 - step/total of the answer's words is left out, none at the last
+    step. Any other question is answered from what the model generalised: before the plan's peak step a share
+    1 - step/peak is left out; after it a share 2·(step - peak)/peak (at most all) is said twice, the repetition
+    of an over-fitted model, so the validation questions score best at the peak, as the validation loss says.
+    The words are taken in one fixed order per answer: a later step leaves out a part of what an earlier one did.
+    """
+    words = re.findall(r"\S+\s*", answer)
+    order = list(range(len(words)))
+    _seeded(answer).shuffle(order)
+    if memorised or step <= plan.peak_step:
+        done = plan.total_steps if memorised else plan.peak_step
+        dropped = set(order[:min(len(words) - 1, round((1 - step / done) * len(words)))])
+        return "".join(w for i, w in enumerate(words) if i not in dropped)
+    repeated = set(order[:round(min(1.0, 2 * (step - plan.peak_step) / plan.peak_step) * len(words))])
+    return "".join(f"{w.rstrip()} {w}" if i in repeated else w for i, w in enumerate(words))
+
+
+def sampled(text: str, temperature: float, top_p: float, rng: random.Random) -> str:
+    """Sampling above temperature 0 leaves out another share 0.2·temperature·top_p of the words, drawn by `rng`
+    (seeded by the request and the choice's index, so the same request gets the same choices)."""
+    words = re.findall(r"\S+\s*", text)
+    share = 0.2 * temperature * top_p
+    dropped = set(rng.sample(range(len(words)), max(0, min(len(words) - 1, round(share * len(words))))))
+    return "".join(w for i, w in enumerate(words) if i not in dropped)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -886,7 +935,14 @@ class FakeOpenAI:
     `max_part_bytes`, `max_upload_bytes` stand in for the 512 MB / 64 MB / 8 GB platform limits;
     `results_base64` stores the result CSV base64-encoded as the platform does; `today` fixes the date used
     for model retirements; `ft_match_threshold` is the word-overlap a question needs for a fine-tuned model
-    to answer from its training data; `seed` makes ids and simulated metrics reproducible.
+    to answer from its training or validation data; `seed` makes ids and simulated metrics reproducible.
+
+    Chat answers are deterministic. A base model answers every question with BASE_MODEL_REPLY. A fine-tuned
+    model (final or checkpoint) trains like a small file does: its training questions get better answers with
+    every step, the others (the validation file's, or like them) until the plan's peak step, the end of the
+    next-to-last epoch, after which it over-fits and its answers get worse (`recalled`); the validation loss in
+    the metrics events, checkpoints and result CSV is lowest at that step. Temperature above 0 leaves out more
+    words, drawn per request and choice (`sampled`), so n choices and a temperature sweep differ.
     """
 
     def __init__(
@@ -1558,22 +1614,30 @@ class FakeOpenAI:
 
     # ---- chat completions
 
-    def _answer(self, model: str, question: str) -> str:
+    def _learned(self, model: str, question: str) -> str | None:
+        """What a fine-tuned model recalls for a question at its step (a checkpoint's, else the last; see
+        `recalled`): the answer of the same question in its training or validation file, else of the most similar
+        one when their words overlap by `ft_match_threshold`. None for a base model or an unknown question."""
         job = self.fine_tuned_models.get(model)
         if job is None or job.plan is None:
-            return BASE_MODEL_REPLY
+            return None
+        plan = job.plan
+        step = int(m[1]) if (m := re.search(r":ckpt-step-(\d+)$", model)) else plan.total_steps
         wanted = _normalize_question(question)
         best, best_score = None, 0.0
         words = set(wanted.split())
-        for asked, answer in job.plan.qa_pairs:
+        known = [(pair, True) for pair in plan.qa_pairs] + [(pair, False) for pair in plan.valid_pairs]
+        for (asked, answer), memorised in known:
             norm = _normalize_question(asked)
             if norm == wanted:
-                return answer
+                return recalled(answer, step, plan, memorised=memorised)
             other = set(norm.split())
             score = len(words & other) / len(words | other) if words | other else 0.0
             if score > best_score:
                 best, best_score = answer, score
-        return best if best is not None and best_score >= self.ft_match_threshold else BASE_MODEL_REPLY
+        if best is None or best_score < self.ft_match_threshold:
+            return None
+        return recalled(best, step, plan, memorised=False)
 
     def _chat_completion(self, *, query: dict, body: Any) -> Any:
         validate_request("CreateChatCompletionRequest", body)
@@ -1591,15 +1655,21 @@ class FakeOpenAI:
                            f"{body[key]} instead.", param=key, code="integer_below_min_value")
         messages = body["messages"]
         question = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        answer = self._answer(model, question)
+        learned = self._learned(model, question)
+        temperature = 1 if body.get("temperature") is None else body["temperature"]  # the API's defaults
+        top_p = 1 if body.get("top_p") is None else body["top_p"]
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
-        finish = "stop"
-        if cap is not None and count_tokens(answer) > cap:
-            ends = [m.end() for m in re.finditer(r"\w+|[^\w\s]", answer)]
-            answer, finish = answer[: ends[cap - 1]], "length"
-        n = body.get("n") or 1
+        choices: list[tuple[str, str]] = []  # (text, finish_reason)
+        for i in range(body.get("n") or 1):
+            answer = BASE_MODEL_REPLY if learned is None else learned if temperature == 0 else sampled(
+                learned, temperature, top_p, _seeded(model, messages, temperature, top_p, i))
+            finish = "stop"
+            if cap is not None and count_tokens(answer) > cap:
+                ends = [m.end() for m in re.finditer(r"\w+|[^\w\s]", answer)]
+                answer, finish = answer[: ends[cap - 1]], "length"
+            choices.append((answer, finish))
         prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) + 3 for m in messages) + 3
-        completion_tokens = count_tokens(answer) * n
+        completion_tokens = sum(count_tokens(answer) for answer, _ in choices)
         usage = {
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
@@ -1609,18 +1679,18 @@ class FakeOpenAI:
         }
         completion_id, created = "chatcmpl-" + self._token(29), self._now()
         if body.get("stream"):
-            return "text/event-stream", self._stream(completion_id, created, model, answer, finish, n, usage,
+            return "text/event-stream", self._stream(completion_id, created, model, choices, usage,
                                                      bool((body.get("stream_options") or {}).get("include_usage")))
         return {
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": i, "message": {"role": "assistant", "content": answer, "refusal": None,
                                                  "annotations": []},
-                         "logprobs": None, "finish_reason": finish} for i in range(n)],
+                         "logprobs": None, "finish_reason": finish} for i, (answer, finish) in enumerate(choices)],
             "usage": usage, "service_tier": "default", "system_fingerprint": "fp_fake0000",
         }
 
     @staticmethod
-    def _stream(cid: str, created: int, model: str, answer: str, finish: str, n: int, usage: dict,
+    def _stream(cid: str, created: int, model: str, answers: list[tuple[str, str]], usage: dict,
                 include_usage: bool) -> bytes:
         def chunk(choices: list[dict], **extra: Any) -> bytes:
             payload = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -1628,7 +1698,7 @@ class FakeOpenAI:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         out = b""
-        for i in range(n):
+        for i, (answer, finish) in enumerate(answers):
             out += chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             for piece in re.findall(r"\S+\s*", answer):
                 out += chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}])

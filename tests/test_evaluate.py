@@ -53,7 +53,7 @@ def test_evaluate_asks_both_models_every_test_question_and_writes_jsonl_and_html
     assert all(r["answers"]["base"]["text"] == BASE_MODEL_REPLY for r in rows)
     assert all(r["answers"]["base"]["score"] == 0.0 for r in rows)
     tuned_mean = sum(r["answers"]["tuned"]["score"] for r in rows) / len(rows)
-    assert tuned_mean > 0.3  # the fake's tuned model answers from its (similar) training pages
+    assert tuned_mean > 0.3  # the fake's tuned model answers from what it learned of these pages
     width = len(f"tuned: {model}")
     assert (f"evaluated {len(rows)} questions; mean score (token F1 against the reference answer, 0–1):\n"
             f"  {'base: gpt-4o-mini-2024-07-18':<{width}}  0.000\n"

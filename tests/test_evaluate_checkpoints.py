@@ -1,10 +1,14 @@
 """Checkpoints and several models: `jobs checkpoints` lists step, model name and metrics; `evaluate` takes a
-checkpoint model, scores a job's final model and every checkpoint side by side (--all-checkpoints), and any
-models given with --model more than once; `compare_models` is the function behind all of them."""
+checkpoint model, scores a job's final model and every checkpoint side by side (--all-checkpoints: at the fake a
+job over-fits after its next-to-last epoch, so an earlier checkpoint is the best), and any models given with
+--model more than once, or a --job; `compare_models` is the function behind all of them."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -71,34 +75,52 @@ def test_evaluate_takes_a_checkpoint_model_and_asks_the_questions_of_its_jobs_ve
     assert len(rows) == len((first_version / "test.jsonl").read_text(encoding="utf-8").splitlines())
     chats = project.fake.find_requests("POST", "/v1/chat/completions")
     assert Counter(r.body["model"] for r in chats) == {checkpoint: len(rows), "gpt-4o-mini-2024-07-18": len(rows)}
-    assert sum(r["answers"]["tuned"]["score"] for r in rows) / len(rows) > 0.3  # it answers from its training
+    assert sum(r["answers"]["tuned"]["score"] for r in rows) / len(rows) > 0.3  # it answers from what it learned
 
 
-def test_all_checkpoints_scores_the_final_model_and_each_checkpoint_by_step(project, capsys):  # noqa: F811
+def test_all_checkpoints_marks_the_checkpoint_before_over_fitting_as_best(project, capsys):  # noqa: F811
+    """At the fake a job over-fits after its next-to-last epoch, as a small file trained for `auto` epochs does:
+    the checkpoint with the lowest validation loss answers the test questions best, and the table says so."""
     assert project.run("finetune", "--wait") == 0
     job = the_job(project.fake)
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    curve = list(csv.DictReader(io.StringIO(Path(out.split("  results: ")[1].split(" and plot ")[0]).read_text(
+        encoding="utf-8"))))
+    assert project.run("jobs", "checkpoints", job.id) == 0
+    valid_loss = {int(line.split()[1]): float(re.search(r" · valid_loss ([\d.]+)", line)[1])
+                  for line in capsys.readouterr().out.splitlines()}
+    steps = sorted(valid_loss)
+    peak = min(valid_loss, key=valid_loss.__getitem__)
+    assert len(steps) == 3 and steps[0] < peak < steps[-1]  # it learned, then over-fitted
+    measured = [row for row in curve if row["valid_loss"]]
+    assert min(measured, key=lambda row: float(row["valid_loss"]))["step"] == str(peak)  # the result CSV agrees
 
     assert project.run("evaluate", "--job", job.id, "--all-checkpoints") == 0
     out = capsys.readouterr().out
-    steps = sorted(c.step for c in job.checkpoints)
-    named = {f"step {c.step}": c.model for c in sorted(job.checkpoints, key=lambda c: c.step)}
-    named["final"] = job.fine_tuned_model
+    named = {f"step {s}": f"{job.fine_tuned_model}:ckpt-step-{s}" for s in steps} | {"final": job.fine_tuned_model}
+    best = f"step {peak}"
     rows = answered(out)
     chats = project.fake.find_requests("POST", "/v1/chat/completions")
     assert Counter(r.body["model"] for r in chats) == {name: len(rows) for name in named.values()}  # no base
     assert all(list(r["answers"]) == list(named) for r in rows)
+    for row in rows:  # every test question is answered best before over-fitting
+        scores = {label: answer["score"] for label, answer in row["answers"].items()}
+        assert scores[best] == max(scores.values()) and scores[f"step {steps[0]}"] < scores[best] > scores["final"]
 
     means = {label: sum(r["answers"][label]["score"] for r in rows) / len(rows) for label in named}
+    assert leader(means) == best
     lines = table_lines(out)
-    assert [line.split(":")[0].strip() for line in lines] == [f"step {s}" for s in steps] + ["final"]
+    assert [line.split(":")[0].strip() for line in lines] == list(named)
     for line, (label, name) in zip(lines, named.items()):
         assert line.startswith(f"  {label}: {name}") and f"  {means[label]:.3f}" in line
-        assert line.endswith("← best") == (label == leader(means))
+    assert [line.endswith("  ← best") for line in lines] == [label == best for label in named]
     assert ev_folder(out).name == (f"{job.fine_tuned_model}--vs--" + "--vs--".join(
         f"ckpt-step-{s}" for s in reversed(steps))).replace(":", "_")  # the checkpoints by their suffix
     page = Path(out.split("  report: ")[1].splitlines()[0]).read_text(encoding="utf-8")
     assert all(f"<th>{label}: {name}</th>" in page for label, name in named.items())
+    for label, name in named.items():
+        assert f'<tr><td>{name}</td><td>{label}</td><td class="score">{means[label]:.3f}</td></tr>' in page
+    assert page.count('<td class="better">') == len(rows)  # one cell per question: the best checkpoint's
 
 
 def test_the_best_checkpoint_is_marked_when_later_ones_score_lower(tmp_path):
@@ -123,6 +145,22 @@ def test_all_checkpoints_needs_a_job_and_a_job_with_something_to_score(project, 
     assert capsys.readouterr().err == (f"error: job {job.id} is {job.status} and has no model or checkpoint to "
                                        f"evaluate yet; wait for it: python pipeline.py jobs wait {job.id}\n")
     assert not project.fake.find_requests("POST", "/v1/chat/completions")
+
+
+def test_evaluate_takes_model_or_job_and_refuses_both_or_neither_in_one_line(project, capsys):  # noqa: F811
+    assert project.run("finetune", "--wait") == 0
+    job = the_job(project.fake)
+    capsys.readouterr()
+    assert project.run("evaluate", "--model", job.fine_tuned_model, "--job", job.id) == 1
+    assert capsys.readouterr().err == (
+        "error: evaluate takes --model or --job, not both: --model MODEL scores that model (repeat it for several), "
+        "--job ID the job's final model (with --all-checkpoints also its checkpoints)\n")
+    assert project.run("evaluate", "--temperature", "0.5") == 1
+    assert capsys.readouterr().err == (
+        "error: evaluate needs the model to score: --model MODEL (ft:…, a checkpoint ft:…:ckpt-step-N or "
+        "local:<job id>; repeat it for several) or --job ID (`python pipeline.py jobs list` shows the jobs)\n")
+    assert not project.fake.find_requests("POST", "/v1/chat/completions")
+    assert not (project.version / "evaluations").exists()
 
 
 def test_several_models_are_scored_side_by_side_without_their_base_unless_asked(project, capsys):  # noqa: F811

@@ -1,5 +1,6 @@
 """`evaluate`'s sampling settings: validated once for the config file and the flags, sent in every chat request,
-n answers scored (mean and best), and `--sweep` running one evaluation per value."""
+n answers scored (mean and best), and `--sweep` running one evaluation per value (at the fake a tuned model's
+answers change with the temperature, the same request's never)."""
 
 from __future__ import annotations
 
@@ -157,17 +158,29 @@ def test_sweep_runs_one_evaluation_per_value_and_puts_the_scores_side_by_side(pr
     scores = [json.loads(line) for line in (sweep_dir / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [s["temperature"] for s in scores] == [0, 0.5, 1]
     lines = out.splitlines()
+    answers = [[json.loads(line) for line in (Path(s["folder"]) / "results.jsonl").read_text(
+        encoding="utf-8").splitlines()] for s in scores]
     for label, name in (("base", "gpt-4o-mini-2024-07-18"), ("tuned", model)):
         at = lines.index(f"  {label}: {name}")
         means = {}
-        for i, s in enumerate(scores):
-            rows = [json.loads(line) for line in (Path(s["folder"]) / "results.jsonl").read_text(
-                encoding="utf-8").splitlines()]
+        for i, (s, rows) in enumerate(zip(scores, answers)):
             means[i] = sum(r["answers"][label]["score"] for r in rows) / len(rows)
             assert s["scores"][label]["mean"] == pytest.approx(means[i], abs=1e-4)
             value = f"temperature {s['temperature']:g}"
             assert lines[at + 1 + i].startswith(f"    {value:<15}  {means[i]:.3f} · best of 2 ")
         assert [lines[at + 1 + i].endswith("← best") for i in means] == [i == leader(means) for i in means]
+        # the base answers generically at any temperature; the tuned model's answers change with it
+        assert len({f"{m:.3f}" for m in means.values()}) == (1 if label == "base" else len(scores))
+    greedy, *hot = ([[c["text"] for c in r["answers"]["tuned"]["choices"]] for r in rows] for rows in answers)
+    assert all(first == second for first, second in greedy)  # temperature 0: the same answer twice
+    assert all(any(first != second for first, second in texts) for texts in hot)  # above: two different ones
+
+    # the same request gets the same answers: evaluating one value again rewrites its folder unchanged
+    assert project.run("evaluate", "--model", model, "--temperature", "1", "--n", "2") == 0
+    again = Path(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  answers: "))[11:])
+    assert again.parent == Path(scores[-1]["folder"])
+    assert [json.loads(line)["answers"] for line in again.read_text(encoding="utf-8").splitlines()] == [
+        r["answers"] for r in answers[-1]]
     page = (sweep_dir / "report.html").read_text(encoding="utf-8")
     assert page.count("<tr><td>") == 3 and "<script" not in page
     assert page.count('href="../') == 3  # each value links to its own report

@@ -307,7 +307,7 @@ def test_fine_tuned_model_answers_from_its_training_data_and_base_model_does_not
     unrelated = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather?"}])
     assert unrelated.choices[0].message.content == BASE_MODEL_REPLY
 
-    stream = client.chat.completions.create(model=model, messages=question, stream=True)
+    stream = client.chat.completions.create(model=model, messages=question, stream=True, temperature=0)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == tuned.choices[0].message.content
 
     with pytest.raises(openai.BadRequestError) as err:
