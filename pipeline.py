@@ -483,11 +483,10 @@ def parser() -> argparse.ArgumentParser:
     })
     verbs("models", cmd_models, "manage fine-tuned models", {"delete": ("name", "delete a fine-tuned model")})
     e = command("evaluate", cmd_evaluate, "ask models the test questions and score them side by side; write a report")
-    which = e.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", action="append",
-                       help="a tuned model (ft:…, a checkpoint ft:…:ckpt-step-N, local:<job id>[:checkpoint-N]), "
-                       "scored against its base; repeated: these models side by side")
-    which.add_argument("--job", help="the model of this fine-tuning job, scored against its base")
+    e.add_argument("--model", action="append",  # --model or --job: cli.cmd_evaluate refuses both or neither
+                   help="a tuned model (ft:…, a checkpoint ft:…:ckpt-step-N, local:<job id>[:checkpoint-N]), "
+                   "scored against its base; repeated: these models side by side")
+    e.add_argument("--job", help="the model of this fine-tuning job, scored against its base")
     e.add_argument("--all-checkpoints", action="store_true",
                    help="with --job: the final model and every checkpoint side by side by step, the best marked")
     e.add_argument("--base", help="model to compare with (default: the tuned model's base; with several models: "

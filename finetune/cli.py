@@ -109,7 +109,6 @@ def cmd_compare_fractions(config: Config, *, fractions: list[float], wait: bool,
     run = launch_fractions(config, fractions, force=force, say=say)
     for launched in run.launched.values():
         _say_launched(launched, say)
-    listed = ",".join(f"{f:g}" for f in run.launched)
     say(f"comparison {run.comparison.id}: " + " · ".join(
         f"fraction {f:g} → job {launched.job.id} ({launched.dataset.version})" for f, launched in run.launched.items())
         + f"; scored on the test split of {run.evaluate_on.label}")
@@ -117,8 +116,6 @@ def cmd_compare_fractions(config: Config, *, fractions: list[float], wait: bool,
         with FinetuneState(config.output_dir) as state:
             say(_compare_command(state, run.comparison, config_arg))
         return 0
-    from finetune.evaluate import compare_models, table
-
     models = {}
     for fraction, launched in run.launched.items():
         job = launched.job
@@ -421,6 +418,13 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
                  dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say) -> int:
     """One model against its base, several side by side (--model repeated, or a job's checkpoints), or any of
     these once per value of one sampling setting (--sweep)."""
+    if models and job:
+        raise Refused("evaluate takes --model or --job, not both: --model MODEL scores that model (repeat it for "
+                      "several), --job ID the job's final model (with --all-checkpoints also its checkpoints)")
+    if not models and not job:
+        raise Refused("evaluate needs the model to score: --model MODEL (ft:…, a checkpoint ft:…:ckpt-step-N or "
+                      "local:<job id>; repeat it for several) or --job ID (`python pipeline.py jobs list` shows "
+                      "the jobs)")
     settings = evaluation_settings(config, flags)
     swept = parse_sweep(sweep_spec, settings, flags) if sweep_spec else None
     if all_checkpoints and not job:
