@@ -2,8 +2,9 @@
 examples whose structure differs from the rest. They warn; they never drop an example.
 
 `QualityChecks` is fed every written example once, while the build streams, and its state stays bounded:
-counters, a few capped samples, and for repeated answers 28 bytes per assistant message in arrays (a hash of
-the text, its page, its example's id and line), counted exactly with numpy at the end. Nothing is re-read or
+counters, a few capped samples, and for repeated answers about 44 bytes per assistant message in numpy-ready
+arrays (a hash of the text, its page, its example's id and line, and the index of texts seen), counted exactly
+at the end. Nothing is re-read or
 re-tokenized: answer tokens come with the example, category counts from the report collector.
 """
 
@@ -48,14 +49,14 @@ def _lines(samples: list[dict[str, Any]]) -> str:
 
 
 def _share(count: int, total: int) -> float:
-    return round(count / total, 4) if total else 0.0
+    return count / total if total else 0.0
 
 
 def _of(count: int, total: int, threshold: float) -> str:
     return f"{count:,} of {total:,} examples ({count / total:.1%}, above {threshold:.1%})"
 
 
-def render_structure(structure: Structure) -> str:
+def _render(structure: Structure) -> str:
     return " ".join(structure)
 
 
@@ -238,7 +239,7 @@ class QualityChecks:
 
         share = _share(self.refusals, n)
         warn = bool(self.refusal_patterns) and share > c.max_refusal_share
-        checks["refusals"] = {"count": self.refusals, "share": share, "threshold": c.max_refusal_share,
+        checks["refusals"] = {"count": self.refusals, "share": round(share, 4), "threshold": c.max_refusal_share,
                               "warn": warn, "patterns": len(self.refusal_patterns), "examples": self.refusal_samples}
         if warn:
             first = self.refusal_samples[0]
@@ -251,8 +252,8 @@ class QualityChecks:
 
         share = _share(self.short, n)
         warn = share > c.max_short_share
-        checks["short_answers"] = {"count": self.short, "share": share, "threshold": c.max_short_share, "warn": warn,
-                                   "min_tokens": c.short_answer_tokens, "examples": self.short_samples}
+        checks["short_answers"] = {"count": self.short, "share": round(share, 4), "threshold": c.max_short_share,
+                                   "warn": warn, "min_tokens": c.short_answer_tokens, "examples": self.short_samples}
         if warn:
             warnings.append(f"very short answers: {_of(self.short, n, c.max_short_share)} have fewer than "
                             f"{c.short_answer_tokens} tokens per answer, e.g. {_lines(self.short_samples)}")
@@ -260,7 +261,7 @@ class QualityChecks:
         count, groups = self.repeated.summary()
         share = _share(count, n)
         warn = share > c.max_repeated_share
-        checks["repeated_answers"] = {"count": count, "share": share, "threshold": c.max_repeated_share,
+        checks["repeated_answers"] = {"count": count, "share": round(share, 4), "threshold": c.max_repeated_share,
                                       "warn": warn, "groups": groups}
         if warn:
             top = groups[0]
@@ -291,7 +292,7 @@ class QualityChecks:
         if not ranked:
             return {"usual": None, "count": 0, "share": 0.0, "threshold": threshold, "warn": False, "outliers": []}
         usual = ranked[0][0]
-        outliers = [{"structure": render_structure(s), "differs": _difference(s, usual), "count": k,
+        outliers = [{"structure": _render(s), "differs": _difference(s, usual), "count": k,
                      "examples": self.structure_samples[s]} for s, k in ranked[1:]]
         count = sum(o["count"] for o in outliers)
         share = _share(count, self.examples)
@@ -301,6 +302,6 @@ class QualityChecks:
                                for o in outliers[:3])
             more = f", and {len(outliers) - 3} other structures" if len(outliers) > 3 else ""
             warnings.append(f"format outliers: {_of(count, self.examples, threshold)} differ from the usual "
-                            f"`{render_structure(usual)}`: {listed}{more}")
-        return {"usual": render_structure(usual), "usual_count": ranked[0][1], "count": count, "share": share,
+                            f"`{_render(usual)}`: {listed}{more}")
+        return {"usual": _render(usual), "usual_count": ranked[0][1], "count": count, "share": round(share, 4),
                 "threshold": threshold, "warn": warn, "outliers": outliers[:GROUPS]}
