@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,15 +79,40 @@ def state_path(output_dir: Path) -> Path:
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    _use_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
-    have = {row[1] for row in db.execute("PRAGMA table_info(pages)")}
-    for column, kind in ADDED_COLUMNS.items():
-        if column not in have:
-            db.execute(f"ALTER TABLE pages ADD COLUMN {column} {kind}")
+    migrate(db, SCHEMA, "pages", ADDED_COLUMNS)
     db.execute("CREATE INDEX IF NOT EXISTS pages_fetched ON pages (fetched_url)")
     return db
+
+
+def _use_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch a state to WAL (kept in the file). SQLite answers "locked" at once, without waiting, when another
+    process is creating the same new file, so this waits itself."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def migrate(db: sqlite3.Connection, schema: str, table: str, added: dict[str, str]) -> None:
+    """Create `schema` and add the `added` columns `table` lacks, in one write transaction: processes opening a
+    new state at the same moment (workers sharing an output_dir) would otherwise both add a column, and one fail."""
+    db.executescript(f"BEGIN IMMEDIATE;{schema}")
+    try:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, kind in added.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def document_record(doc: Document, *, status: int, etag: str | None, last_modified: str | None, fetched_url: str,

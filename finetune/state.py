@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawlers.store import connect, now, state_path
+from crawlers.store import connect, migrate, now, state_path
 from finetune.backend import Job
 
 SCHEMA = """
@@ -114,11 +114,7 @@ class FinetuneState:
     def __init__(self, output_dir: Path):
         self.path = state_path(output_dir)
         self.db = connect(self.path)
-        self.db.executescript(SCHEMA)
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(ft_jobs)")}
-        for column in ADDED_JOB_COLUMNS:
-            if column not in have:
-                self.db.execute(f"ALTER TABLE ft_jobs ADD COLUMN {column} TEXT")
+        migrate(self.db, SCHEMA, "ft_jobs", {column: "TEXT" for column in ADDED_JOB_COLUMNS})
 
     def close(self) -> None:
         self.db.close()
