@@ -31,7 +31,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Regex = Annotated[str, Field(description="a Python regular expression")]
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_compiles), Field(description="a Python regular expression")]
 CronExpression = Annotated[str, AfterValidator(cron.check)]
 
 
@@ -88,16 +96,6 @@ class SourceConfig(Section):
             except SelectorError as exc:
                 raise ValueError(f"{selector!r} is not a valid CSS selector: {exc}") from None
         return selector
-
-    @field_validator("include", "exclude")
-    @classmethod
-    def _compiles(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
-        return patterns
 
     @property
     def domains(self) -> list[str]:
@@ -188,16 +186,6 @@ class FiltersConfig(Section):
         description="keep only documents in these languages (ISO 639-1, e.g. [ko, en]); empty: all",
     )
 
-    @field_validator("boilerplate_patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
-        return patterns
-
     @field_validator("languages")
     @classmethod
     def _language_codes(cls, codes: list[str]) -> list[str]:
@@ -264,16 +252,6 @@ class QualityConfig(Section):
         0.02, ge=0.0, le=1.0, description="warn when more than this share of examples has an assistant message "
         "found verbatim in an example of another page"
     )
-
-    @field_validator("refusal_patterns")
-    @classmethod
-    def _refusals_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
-        return patterns
 
 
 class DatasetConfig(Section):

@@ -243,7 +243,7 @@ def test_samples_stay_capped_however_many_examples_are_found():
     ("max_format_outlier_share: 2", "dataset.quality.max_format_outlier_share: Input should be less than or equal"),
     ("max_category_ratio: 0.5", "dataset.quality.max_category_ratio: Input should be greater than or equal to 1"),
     ("short_answer_tokens: 0", "dataset.quality.short_answer_tokens: Input should be greater than or equal to 1"),
-    ("refusal_patterns: ['(답변']", "dataset.quality.refusal_patterns: '(답변' is not a valid regex"),
+    ("refusal_patterns: ['(답변']", "dataset.quality.refusal_patterns.0: '(답변' is not a valid regex"),
     ("max_refusal_shar: 0.1", "dataset.quality.max_refusal_shar: unknown key"),
 ])
 def test_quality_thresholds_are_validated(tmp_path, yaml, where):
