@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,11 +50,15 @@ def docs_site(sections: int = 3, leaves: int = 4, *, version: int = 1, delay: fl
 
 @contextmanager
 def held(site: Site, path: str, until: Callable[[], object]) -> Iterator[None]:
-    """The page at `path` is answered only once `until()` is true (e.g. once every crawler has started)."""
+    """The page at `path` is answered only once `until()` has been true (e.g. once every crawler has started);
+    from then on at once."""
     page = site.pages[path]
+    opened = threading.Event()
 
     def gated(_: str) -> Page:
-        wait_for(until, what=f"the condition holding {path}")
+        if not opened.is_set():
+            wait_for(until, what=f"the condition holding {path}")
+            opened.set()
         return page
 
     site.pages[path] = gated

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_site import config, docs_site, held, pipeline, runs
+from ops_site import config, docs_site, held, pipeline, runs, wait_for
 from pipeline import main
 from sites import Site
 
@@ -84,6 +84,21 @@ def documents(output_dir: Path) -> list[tuple]:
         ).fetchall()
 
 
+FIELDS = ("url", "source", "live", "status", "reason", "title", "category", "language", "text", "content_hash",
+          "etag", "fetched_url", "links")
+
+
+def differences(got: list[tuple], want: list[tuple]) -> list[str]:
+    """Where two `documents()` differ, one line per page and field, for an assertion's message."""
+    mine, theirs = ({row[0]: row for row in rows} for rows in (got, want))
+    lines = [f"{url}: {'missing' if url not in mine else 'extra'}" for url in sorted(set(mine) ^ set(theirs))]
+    for url in sorted(set(mine) & set(theirs)):
+        for name, a, b in zip(FIELDS, mine[url], theirs[url]):
+            if a != b:
+                lines.append(f"{url} {name}: {str(a)[:80]!r} != {str(b)[:80]!r}")
+    return lines
+
+
 def test_two_workers_fetch_each_page_once_and_store_the_same_documents_as_one_process(tmp_path, redis_url):
     site_pages = docs_site(10, 10)  # 111 pages, most linked from 10 others
     with Site(site_pages) as site:
@@ -107,7 +122,8 @@ def test_two_workers_fetch_each_page_once_and_store_the_same_documents_as_one_pr
         assert set(fetched) == set(site_pages)
         assert max(fetched.values()) == 1, [path for path, n in fetched.items() if n > 1]  # once overall
 
-    assert documents(tmp_path / "shared" / "out") == reference
+    state = documents(tmp_path / "shared" / "out")
+    assert state == reference, differences(state, reference)
     rows = runs(tmp_path / "shared" / "out")
     assert [(r["command"], r["status"]) for r in rows] == [("worker", "ok"), ("worker", "ok")]
     counts = [r["counts"]["crawl"]["docs"] for r in rows]
@@ -127,9 +143,15 @@ def _workers(configs: list[Path], site: Site, redis_url: str, prefix: str, singl
     Returns how often the workers requested each page."""
     client = redis.Redis.from_url(redis_url)
     site.hits.clear()
-    with held(site, "/", until=lambda: client.scard(f"{prefix}:docs:members") == len(configs)):
+
+    def joined() -> bool:
+        return client.scard(f"{prefix}:docs:members") == len(configs)
+
+    with held(site, "/", until=joined):
         crawls = [pipeline(cfg, "crawl", "--worker") for cfg in configs]
-        crawls += [pipeline(single, "crawl")] if single else []
+        if single:  # started once the workers are in, so the held start page does not keep it waiting
+            wait_for(joined, what="every worker joining the crawl")
+            crawls.append(pipeline(single, "crawl"))
         results = [process.communicate(timeout=240) for process in crawls]
     for process, (out, err) in zip(crawls, results):
         assert process.returncode == 0, err
@@ -168,7 +190,8 @@ def test_workers_with_their_own_output_dirs_fetch_each_page_once_and_each_state_
     reference = documents(tmp_path / "single" / "out")
     assert sum(1 for row in reference if row[2]) == 111
     for machine in machines:
-        assert documents(machine.parent / "out") == reference  # every page, whoever fetched it
+        state = documents(machine.parent / "out")
+        assert state == reference, differences(state, reference)  # every page, whoever fetched it
     counts = [[r["counts"]["crawl"]["docs"] for r in runs(m.parent / "out")] for m in machines]
     assert [len(c) for c in counts] == [1, 1], counts
     counts = [c[0] for c in counts]
@@ -196,7 +219,8 @@ def test_workers_with_their_own_output_dirs_recrawl_and_each_retires_a_page_no_l
             assert len(fetched) == (16 if crawl == 1 else 15) and max(fetched.values()) == 1, fetched
             reference = documents(tmp_path / "single" / "out")
             for machine in machines:
-                assert documents(machine.parent / "out") == reference, crawl
+                state = documents(machine.parent / "out")
+                assert state == reference, (crawl, differences(state, reference))
 
     live = {row[0] for row in reference if row[2]}
     assert len(live) == 15 and site.base + gone not in live
