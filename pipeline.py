@@ -27,6 +27,7 @@ from transforms.build import BuildError, BuildResult, build
 from transforms.export import FORMATS as EXPORT_FORMATS, ExportError
 from transforms.tokens import EncodingFileError, TokenCounter
 from transforms.review import NotApproved, ReviewError
+from transforms.split import manifest_fraction
 from transforms.validate import CATEGORIES, FORMATS, Report, validate_file
 
 EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError,
@@ -92,7 +93,7 @@ def print_crawl(reports: list[SourceReport]) -> None:
 def print_build(result: BuildResult) -> None:
     m = result.manifest
     c, t = m["counts"], m["tokens"]
-    fraction = m.get("fraction") or 1
+    fraction = manifest_fraction(m)
     state = ("unchanged, latest stays" if fraction == 1 else "unchanged") if result.unchanged else "built"
     label = f"{m['dataset']} {m['version']}" + (f" (fraction {fraction:g})" if fraction < 1 else "")
     say(f"{state} {label}: {c['documents']} documents → {c['examples']} examples "
@@ -101,6 +102,9 @@ def print_build(result: BuildResult) -> None:
         f"{m['n_epochs']} epochs; estimated training cost ${m['estimated_cost_usd']:.2f} for {m['model']}")
     if c["dropped"]:
         say("  dropped: " + ", ".join(f"{reason} {n}" for reason, n in c["dropped"].items()))
+    if fraction < 1 and isinstance(m["fraction"], dict):
+        say(f"  fraction {fraction:g}: {m['fraction']['documents_kept']} documents kept; "
+            f"{m['fraction']['examples_outside']} examples of the other documents left out (not in dropped.jsonl)")
     pii = m.get("pii") or {}
     if pii.get("found"):
         say(f"  personal data {pii['mode']}: " + ", ".join(f"{kind} {n}" for kind, n in pii["found"].items()))

@@ -23,6 +23,7 @@ from finetune.state import FinetuneState, JobRecord, Lineage
 from transforms import model_registry
 from transforms.build import datasets_root
 from transforms.review import is_approved
+from transforms.split import manifest_fraction
 from transforms.tokens import TokenCounter
 from transforms.validate import FORMATS, Report, validate_file
 from transforms.write import resolve_version, sha256_file, write_json_atomic
@@ -49,7 +50,7 @@ class Dataset:
 
     @property
     def fraction(self) -> float:
-        return float(self.manifest.get("fraction") or 1.0)
+        return manifest_fraction(self.manifest)
 
     @property
     def label(self) -> str:

@@ -59,9 +59,16 @@ def test_fraction_subsets_are_nested_and_are_the_full_build_restricted_to_their_
     assert set(examples(half).items()) < set(examples(three_quarters).items())
 
     manifest = json.loads((half / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["fraction"] == 0.5 and manifest["counts"]["documents"] == len(docs[0.5])
-    assert manifest["stages"]["fraction"]["dropped"] == {"outside_fraction": len(every) - len(examples(half))}
-    assert json.loads((full / "manifest.json").read_text(encoding="utf-8"))["fraction"] == 1.0
+    outside = len(every) - len(examples(half))
+    assert outside > 0 and manifest["counts"]["documents"] == len(docs[0.5])
+    assert manifest["fraction"] == {"value": 0.5, "documents_kept": len(docs[0.5]), "examples_outside": outside}
+    assert manifest["stages"]["fraction"] == {"in": len(every), "out": len(every) - outside, "dropped": {},
+                                              "left_out": {"outside_fraction": outside}}
+    # left out by design, not for a reviewer to act on: counted, never listed with the drops
+    assert "outside_fraction" not in manifest["counts"]["dropped"]
+    assert f"examples outside fraction 0.5</td><td class=\"n\">{outside:,}<" in (half / "report.html").read_text("utf-8")
+    assert json.loads((full / "manifest.json").read_text(encoding="utf-8"))["fraction"] == {
+        "value": 1.0, "documents_kept": len(docs[1]), "examples_outside": 0}
 
 
 def test_a_fraction_built_twice_is_the_same_version_and_latest_stays_the_full_one(config, capsys):
@@ -69,7 +76,11 @@ def test_a_fraction_built_twice_is_the_same_version_and_latest_stays_the_full_on
     argv = ["build", "--fraction", "0.5", "--config", str(config.output_dir.parent / "config.yaml")]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"built guide v0002 (fraction 0.5): {len(document_urls(full.parent / 'v0002'))} documents")
+    kept = len(document_urls(full.parent / "v0002"))
+    assert out.startswith(f"built guide v0002 (fraction 0.5): {kept} documents")
+    outside = len(examples(full)) - len(examples(full.parent / "v0002"))
+    assert f"\n  fraction 0.5: {kept} documents kept; {outside} examples of the other documents left out " \
+           "(not in dropped.jsonl)\n" in out and "outside_fraction" not in out
     assert "a fraction version leaves `latest` as it is: fine-tune it with `python pipeline.py finetune " \
            "--dataset v0002`" in out
     first = (full.parent / "v0002" / "train.jsonl").read_bytes()
@@ -103,6 +114,8 @@ def test_an_answer_the_full_build_drops_as_a_duplicate_stays_out_of_the_fraction
     kept_out = {d["url"] for d in dropped if d["reason"] == "duplicate_exact"}
     seconds = {f"http://guide.example.internal/dup-b-{i:03d}.html" for i in pairs}
     assert seconds <= kept_out and seconds <= document_urls(half)  # their documents are in the fraction…
+    half_dropped = [json.loads(line) for line in (half / "dropped.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert half_dropped == dropped  # the real drops, the same as the full build's; none for being outside
     assert not {url for _, url in examples(half).values()} & seconds  # …their answers are not
     assert set(examples(half).items()) <= set(examples(full).items())
 

@@ -218,7 +218,8 @@ def build(config: Config) -> BuildResult:
                 "dedup": dedup.summary(),
                 "review": review.summary(),
                 "split": {"test_fraction": ds.test_fraction, "seed": ds.seed, "stratify": ds.stratify},
-                "fraction": ds.fraction,
+                "fraction": {"value": ds.fraction, "documents_kept": out.documents,
+                             "examples_outside": subset.outside if subset else 0},
                 "warnings": warnings,
                 "quality": quality,
                 "crawl": store.latest_crawls([s.name for s in config.sources]),  # per source: statuses, drops, changes

@@ -301,13 +301,17 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         parts.append('<div class="warn"><strong>Warnings</strong><ul>'
                      + "".join(f"<li>{_e(w)}</li>" for w in manifest["warnings"]) + "</ul></div>")
     parts.append("<h2>Summary</h2>")
-    parts.append(_table(["", "value"], [
+    summary = [
         ["documents", c["documents"]], ["examples", c["examples"]], ["train", c["train"]], ["test", c["test"]],
         ["dropped", sum(c["dropped"].values())], ["tokens (all examples)", t["total"]],
         ["tokens (train)", t["train"]], ["largest example", t["max_example"]], ["token limit", t["limit"]],
         ["epochs", manifest["n_epochs"]], ["billed tokens", manifest["billed_tokens"]],
         ["estimated training cost (USD)", manifest["estimated_cost_usd"]],
-    ], numeric={1}))
+    ]
+    fraction = manifest["fraction"]
+    if fraction["value"] < 1:  # left out by design: counted, not listed with the drops
+        summary.insert(4, [f"examples outside fraction {fraction['value']:g}", fraction["examples_outside"]])
+    parts.append(_table(["", "value"], summary, numeric={1}))
     if manifest.get("quality"):
         parts.append(_quality(manifest["quality"]))
     parts.append("<h2>Tokens per example</h2>")

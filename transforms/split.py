@@ -6,7 +6,9 @@ and seed), so even a small category gets its share; because that depends on the 
 each assignment is written to the state the first time and read back on every later build.
 
 A fraction build (`build --fraction`) keeps the documents whose own hash of URL and seed falls below the
-fraction, so subsets are nested (0.5 inside 0.75 inside the full set) and independent of the test draw.
+fraction, so subsets are nested (0.5 inside 0.75 inside the full set) and independent of the test draw. The
+examples outside it are counted (the manifest's `fraction` block), not listed in dropped.jsonl: nothing is
+wrong with them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 import sqlite3
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from transforms.example import Example
 from transforms.stage import Stage, StageLog
@@ -46,6 +48,18 @@ def in_fraction(url: str, seed: int, fraction: float) -> bool:
     return fraction >= 1.0 or position(f"fraction\x00{url}", seed) < fraction
 
 
+def manifest_fraction(manifest: Mapping[str, Any]) -> float:
+    """The share of documents a version was built from: its manifest's `fraction.value` (a bare number in
+    versions built before the block held counts)."""
+    fraction = manifest.get("fraction")
+    if isinstance(fraction, Mapping):
+        fraction = fraction.get("value")
+    return float(fraction or 1.0)
+
+
+OUTSIDE = "outside_fraction"
+
+
 class FractionSubset(Stage):
     """Keep the examples of the documents in the `fraction` subset.
 
@@ -60,6 +74,7 @@ class FractionSubset(Stage):
     def __init__(self, fraction: float, seed: int):
         self.fraction = fraction
         self.seed = seed
+        self.outside = 0  # examples of the documents left out
 
     def chosen(self, url: str) -> bool:
         return in_fraction(url, self.seed, self.fraction)
@@ -72,7 +87,8 @@ class FractionSubset(Stage):
             if keep:
                 yield example
             else:
-                log.drop(example, "outside_fraction", f"fraction {self.fraction:g}")
+                self.outside += 1
+                log.leave_out(OUTSIDE)
 
 
 class AssignSplit(Stage):

@@ -1,7 +1,9 @@
 """The one abstraction of the transform layer: a `Stage` maps an iterator of records to an iterator of records.
 
 A stage that drops a record says why (`log.drop(record, reason, detail)`); the runner counts, per stage,
-what came in, what went out and what was dropped per reason, so every dataset explains itself.
+what came in, what went out and what was dropped per reason, so every dataset explains itself. A record left
+out by design, not for a fault a reviewer should look at (outside a `--fraction`), is only counted
+(`log.leave_out(reason)`), never listed with the drops.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class StageLog:
     seen: int = 0
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
+    left_out: Counter = field(default_factory=Counter)
     on_drop: Callable[[Dropped], None] | None = None
 
     def drop(self, record: Any, reason: str, detail: str = "", **data: Any) -> None:
@@ -36,8 +39,14 @@ class StageLog:
         if self.on_drop:
             self.on_drop(Dropped(self.name, reason, record, detail, data))
 
+    def leave_out(self, reason: str) -> None:
+        self.left_out[reason] += 1
+
     def as_dict(self) -> dict[str, Any]:
-        return {"in": self.seen, "out": self.kept, "dropped": dict(sorted(self.dropped.items()))}
+        counts = {"in": self.seen, "out": self.kept, "dropped": dict(sorted(self.dropped.items()))}
+        if self.left_out:
+            counts["left_out"] = dict(sorted(self.left_out.items()))
+        return counts
 
 
 class Stage(ABC):
