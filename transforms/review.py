@@ -10,6 +10,7 @@ approval is bound to the sha256 of the version's manifest, so a version changed 
 
 from __future__ import annotations
 
+import csv
 import getpass
 import hashlib
 import json
@@ -91,32 +92,32 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 
 class ReviewSheet:
-    """review.csv, one row per example, written in chunks with pandas (UTF-8 with BOM so Excel reads Korean)."""
+    """review.csv, one row per example, written in chunks with the csv module (the writer pandas' `to_csv`
+    uses, without building a DataFrame per chunk; UTF-8 with BOM so Excel reads Korean)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[tuple[Any, ...]] = []
         self.started = False
 
     def add(self, example: Example) -> None:
-        self.rows.append({
-            "example_id": example.example_id, "split": example.split, "category": _cell(example.category),
-            "url": _cell(example.url), "title": _cell(example.title), "section": _cell(example.section),
-            "tokens": example.tokens, "question": _cell(excerpt(example.question)),
-            "answer_excerpt": _cell(excerpt(example.answer)), "decision": "",
-        })
+        self.rows.append((
+            example.example_id, example.split, _cell(example.category), _cell(example.url), _cell(example.title),
+            _cell(example.section), example.tokens, _cell(excerpt(example.question)),
+            _cell(excerpt(example.answer)), "",
+        ))
         if len(self.rows) >= CSV_CHUNK:
             self.flush()
 
     def flush(self) -> None:
-        import pandas as pd
-
         if not self.rows and self.started:
             return
-        frame = pd.DataFrame(self.rows, columns=COLUMNS)
         mode, encoding = ("a", "utf-8") if self.started else ("w", "utf-8-sig")
         with open(self.path, mode, encoding=encoding, newline="") as f:
-            frame.to_csv(f, header=not self.started, index=False, lineterminator="\n")
+            writer = csv.writer(f, lineterminator="\n")
+            if not self.started:
+                writer.writerow(COLUMNS)
+            writer.writerows(self.rows)
         self.started = True
         self.rows = []
 
