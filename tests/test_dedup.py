@@ -10,7 +10,7 @@ from datasketch import MinHash, MinHashLSH
 
 from dataset_state import guide_pages, korean_paragraph, make_config, page, write_pages
 from transforms.build import build
-from transforms.dedup import Dedup, IntIndex, MinHasher, lsh_params, normalised, shingle_hashes
+from transforms.dedup import KNOWN_BATCHES, Dedup, IntIndex, MinHasher, fingerprints, lsh_params, normalised, shingle_hashes
 from transforms.example import Example
 from transforms.stage import run_stages
 
@@ -60,6 +60,33 @@ def test_questions_of_one_answer_are_not_duplicates_of_each_other():
     same = [example(1, LONG, "d", "q1"), example(2, LONG, "d", "q2"), example(3, LONG, "other", "q3")]
     kept, drops, _ = run(same)
     assert kept == [f"{1:016x}", f"{2:016x}"] and drops[0].data["duplicate_of"] == f"{1:016x}"
+
+
+def test_fingerprints_made_ahead_give_the_verdicts_made_here_and_are_forgotten_batch_by_batch():
+    near = LONG.replace("합니다.", "합니다!", 2) + " 추가된 마지막 문장입니다."
+    answers = [LONG, "  " + LONG.upper(), near, "\n\n".join(korean_paragraph(50 + i, 5) for i in range(3)), " \n "]
+    examples = [example(i, answer) for i, answer in enumerate(answers)]
+    kept, drops, _ = run(examples)
+    assert len(drops) == 2  # one exact, one near: the verdicts to reproduce
+
+    ahead = Dedup(exact=True, near_threshold=0.8)
+    made = ahead.precompute(answers)  # what compose's helper process runs
+    for (key, sig, bands), (key_here, sig_here, bands_here) in zip(made, fingerprints(answers, ahead.near)):
+        assert key == key_here and sig == sig_here and np.array_equal(bands, bands_here)
+    assert made[-1][1:] == (None, None)  # an empty text: compared exactly only
+    ahead.remember(answers, made)
+    out, _ = run_stages(examples, [ahead], on_drop=(ahead_drops := []).append)
+    assert [e.example_id for e in out] == kept
+    assert [(d.reason, d.data) for d in ahead_drops] == [(d.reason, d.data) for d in drops]
+
+    stand_in = Dedup(exact=True, near_threshold=0.8)  # the stage judges by what it was handed, not again
+    stand_in.remember(answers[1:2], stand_in.precompute(["전혀 다른 답변입니다."]))
+    out, _ = run_stages(examples, [stand_in])
+    assert f"{1:016x}" in [e.example_id for e in out] and f"{1:016x}" not in kept
+
+    for batch in range(KNOWN_BATCHES):
+        ahead.remember([f"later {batch}"], ahead.precompute([f"later {batch}"]))
+    assert set(ahead.known) == {f"later {batch}" for batch in range(KNOWN_BATCHES)}
 
 
 def test_signature_agrees_with_true_jaccard_of_character_shingles():

@@ -39,3 +39,32 @@ def test_pipelined_keeps_order_and_submits_ahead():
         results.append((batch, total))
         assert len(submitted) == min(len(results) + 2, 4)
     assert results == [([0, 1, 2], 3), ([3, 4, 5], 12), ([6, 7, 8], 21), ([9], 9)]
+
+
+def _wait_for(path: str) -> str:
+    """Work that finishes once `path` exists (bounded: a test never hangs on it)."""
+    import os
+    import time
+
+    for _ in range(6000):
+        if os.path.exists(path):
+            return path
+        time.sleep(0.01)
+    raise TimeoutError(path)
+
+
+def test_backlog_counts_the_batches_the_helper_process_has_not_finished(tmp_path):
+    gates = [str(tmp_path / f"gate-{i}") for i in range(4)]
+    with BatchHelper(_wait_for) as helper:
+        (tmp_path / "gate-0").touch()
+        (tmp_path / "gate-1").touch()
+        assert helper.submit(gates[0]).result() == gates[0]  # the first batch: here, never a backlog
+        assert helper.backlog() == 0
+        helper.submit(gates[1]).result()  # starts the helper
+        helper.ready.result(timeout=60)
+        waiting = [helper.submit(gate) for gate in gates[2:]]
+        assert helper.backlog() == 2
+        (tmp_path / "gate-2").touch()
+        assert waiting[0].result(timeout=60) == gates[2] and helper.backlog() == 1
+        (tmp_path / "gate-3").touch()
+        assert waiting[1].result(timeout=60) == gates[3] and helper.backlog() == 0

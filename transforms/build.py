@@ -101,10 +101,12 @@ def build(config: Config) -> BuildResult:
     counter = TokenCounter(spec.encoding)
     ds = config.dataset
     fmt: Format = spec.format
+    dedup = Dedup(ds.dedup.exact, ds.dedup.near_threshold, ds.dedup.shingle_chars, ds.dedup.num_perm)
     try:
         compose = ComposeExamples(counter, ds.system_prompt, ds.user_templates, config.token_limit,
                                   granularity=ds.granularity, questions=ds.questions_per_document,
-                                  turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt)
+                                  turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt,
+                                  answer_work=dedup)  # dedup's fingerprints made in compose's helper
     except ValueError as exc:
         raise BuildError(f"dataset: {exc} ({spec.name} takes {fmt} examples)") from None
 
@@ -119,7 +121,6 @@ def build(config: Config) -> BuildResult:
     decisions = stored_decisions(state, ds.name)
     review = ApplyDecisions(decisions, _recounter(counter, fmt),
                             redact=(lambda text: scanner.redact(text)[0]) if ds.pii == "redact" else None)
-    dedup = Dedup(ds.dedup.exact, ds.dedup.near_threshold, ds.dedup.shingle_chars, ds.dedup.num_perm)
     split_db = open_state(state) if ds.stratify == "category" else None
     example_stages: list[Stage] = [
         compose,

@@ -8,6 +8,12 @@ A candidate pair is confirmed on the full signatures before anything is dropped.
 
 Memory stays small per example (streaming builds of 100,000 pages): the keys live in sorted numpy arrays
 (about 12 bytes an entry), the signatures of kept answers in a temp file read back only for candidates.
+
+What is compared of an answer (its normalised text's key, signature and band keys: `fingerprints`) depends on
+the answer alone, so compose has its helper process make it for the answers of its next batches
+(`Dedup.precompute`, handed back through `Dedup.remember`); only the judging, which depends on every earlier
+answer, is done here, and an answer compose could not foresee (a piece of a split page, a conversation, an
+edited answer) is fingerprinted here.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import os
 import tempfile
 import unicodedata
 from array import array
-from typing import Iterable, Iterator
+from collections import deque
+from functools import lru_cache, partial
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +35,7 @@ from transforms.stage import Stage, StageLog
 
 _PRIME = np.uint64(0x100000001B3)
 MAX_PAIRS = 1000  # duplicate pairs listed in the manifest; dropped.jsonl lists every one
+KNOWN_BATCHES = 2  # batches of fingerprints made ahead that are kept: the one arriving and the one before
 
 
 def normalised(text: str) -> str:
@@ -160,6 +169,47 @@ def _key(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
+@lru_cache(maxsize=None)
+def _hasher(num_perm: int, shingle_chars: int) -> MinHasher:
+    return MinHasher(num_perm, shingle_chars)
+
+
+@lru_cache(maxsize=None)
+def _band_constants(bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.uint64(0x100000001B3) ** np.arange(rows, dtype=np.uint64),
+            np.arange(bands, dtype=np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per LSH band: a polynomial hash of its rows, mixed with the band's number."""
+    powers, band_ids = _band_constants(bands, rows)
+    keys = (sig[: bands * rows].reshape(bands, rows).astype(np.uint64) * powers).sum(axis=1, dtype=np.uint64)
+    keys += band_ids
+    keys *= np.uint64(0x9E3779B97F4A7C15)
+    keys ^= keys >> np.uint64(31)
+    return keys
+
+
+Near = tuple[int, int, int, int]  # num_perm, shingle_chars, LSH bands, rows
+Fingerprint = tuple[int, bytes | None, np.ndarray | None]  # exact key, MinHash signature, band keys
+
+
+def fingerprints(answers: list[str], near: Near | None) -> list[Fingerprint]:
+    """The key of each answer's normalised text and, with `near`, its signature and band keys (None for an
+    empty text)."""
+    out: list[Fingerprint] = []
+    for answer in answers:
+        text = normalised(answer)
+        key = _key(text.encode("utf-8"))
+        if near is None or not text:
+            out.append((key, None, None))
+            continue
+        num_perm, shingle_chars, bands, rows = near
+        sig = _hasher(num_perm, shingle_chars).signature(text)
+        out.append((key, sig.tobytes(), band_keys(sig, bands, rows)))
+    return out
+
+
 class Dedup(Stage):
     """Exact duplicates by normalised answer, then near-duplicates by MinHash; the first one seen is kept.
 
@@ -177,14 +227,28 @@ class Dedup(Stage):
         self.kept_ids = array("Q")  # example_id of each kept answer, as a 64-bit number
         self.pairs: list[dict[str, object]] = []
         self.counts = {"exact": 0, "near": 0}
+        self.near: Near | None = None
         if near_threshold is not None:
-            self.hasher = MinHasher(num_perm, shingle_chars)
-            self.bands, self.rows = lsh_params(near_threshold, num_perm)
-            self._powers = np.uint64(0x100000001B3) ** np.arange(self.rows, dtype=np.uint64)
-            self._band_ids = np.arange(self.bands, dtype=np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+            self.near = (num_perm, shingle_chars, *lsh_params(near_threshold, num_perm))
             self.band_keys = IntIndex()
             self.signatures = tempfile.TemporaryFile(prefix="crawl2tune-minhash-")
             self.sig_bytes = num_perm * 4
+        self.known: dict[str, Fingerprint] = {}  # fingerprints made ahead, of the last `KNOWN_BATCHES` batches
+        self.known_batches: deque[list[str]] = deque()
+
+    @property
+    def precompute(self) -> Callable[[list[str]], list[Fingerprint]]:
+        """`fingerprints` with this stage's settings: picklable, for a helper process."""
+        return partial(fingerprints, near=self.near)
+
+    def remember(self, answers: list[str], prints: list[Fingerprint]) -> None:
+        """Fingerprints of answers about to arrive, made by `precompute` elsewhere. Those of older batches are
+        forgotten (their answers arrived, or a stage before this one dropped them)."""
+        self.known.update(zip(answers, prints))
+        self.known_batches.append(answers)
+        if len(self.known_batches) > KNOWN_BATCHES:
+            for answer in self.known_batches.popleft():
+                self.known.pop(answer, None)
 
     def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
         last, last_verdict = None, None
@@ -192,7 +256,8 @@ class Dedup(Stage):
             for example in examples:
                 answer = example.answers
                 if (example.document_id, answer) != last:
-                    last, last_verdict = (example.document_id, answer), self._judge(example, answer)
+                    fingerprint = self.known.get(answer) or fingerprints([answer], self.near)[0]
+                    last, last_verdict = (example.document_id, answer), self._judge(example, fingerprint)
                 if last_verdict is None:
                     yield example
                     continue
@@ -209,32 +274,22 @@ class Dedup(Stage):
             if self.threshold is not None:
                 self.signatures.close()
 
-    def _band_keys(self, sig: np.ndarray) -> np.ndarray:
-        """One 64-bit key per LSH band: a polynomial hash of its rows, mixed with the band's number."""
-        rows = sig[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
-        keys = (rows * self._powers).sum(axis=1, dtype=np.uint64) + self._band_ids
-        keys *= np.uint64(0x9E3779B97F4A7C15)
-        keys ^= keys >> np.uint64(31)
-        return keys
-
-    def _judge(self, example: Example, answer: str) -> tuple[str, int, float] | None:
+    def _judge(self, example: Example, fingerprint: Fingerprint) -> tuple[str, int, float] | None:
         """None to keep (and remember) the answer, else (kind, index of the kept original, similarity)."""
-        text = normalised(answer)
+        key, sig, bands = fingerprint
         index = len(self.kept_ids)
-        key = _key(text.encode("utf-8"))
         if self.exact:
             original = self.exact_keys.get(key)
             if original is not None:
                 return "exact", original, 1.0
-        if self.threshold is not None and text:
-            sig = self.hasher.signature(text)
-            bands = self._band_keys(sig)
+        if sig is not None:
+            signature = np.frombuffer(sig, dtype=np.uint32)
             for candidate in dict.fromkeys(self.band_keys.get_many(bands)):
                 stored = os.pread(self.signatures.fileno(), self.sig_bytes, candidate * self.sig_bytes)
-                similarity = MinHasher.similarity(sig, np.frombuffer(stored, dtype=np.uint32))
+                similarity = MinHasher.similarity(signature, np.frombuffer(stored, dtype=np.uint32))
                 if similarity >= self.threshold:
                     return "near", candidate, round(similarity, 3)
-            os.pwrite(self.signatures.fileno(), sig.tobytes(), index * self.sig_bytes)
+            os.pwrite(self.signatures.fileno(), sig, index * self.sig_bytes)
             self.band_keys.add_many(bands, index)
         if self.exact:
             self.exact_keys.add(key, index)

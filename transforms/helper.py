@@ -33,6 +33,7 @@ class BatchHelper:
         self.pool: ProcessPoolExecutor | None = None
         self.ready: Future | None = None
         self.batches = 0
+        self.running: deque[Future] = deque()  # submitted to the helper process, oldest first
 
     def __enter__(self) -> "BatchHelper":
         return self
@@ -49,10 +50,17 @@ class BatchHelper:
                                             initializer=self.warm_up, initargs=self.warm_up_args)
             self.ready = self.pool.submit(len, ())
         if self.ready is not None and self.ready.done() and self.ready.exception() is None:
-            return self.pool.submit(self.work, batch, *self.args)
+            self.running.append(self.pool.submit(self.work, batch, *self.args))
+            return self.running[-1]
         here: Future = Future()
         here.set_result(self.work(batch, *self.args))
         return here
+
+    def backlog(self) -> int:
+        """Batches the helper process was given and has not finished (it works through them in order)."""
+        while self.running and self.running[0].done():
+            self.running.popleft()
+        return len(self.running)
 
 
 def batches(records: Iterable[T], size: int) -> Iterator[list[T]]:
