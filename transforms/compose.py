@@ -127,9 +127,14 @@ class ComposeExamples(Stage):
         precompute = self.answer_work.precompute if self.answer_work else None
         with BatchHelper(_count_and_precompute, name, precompute, warm_up=get_encoding,
                          warm_up_args=(name,)) as helper:
-            prepared = (self._prepare(batch) for batch in batches(documents, BATCH))
+            def prepared() -> Iterator[tuple]:
+                for batch in batches(documents, BATCH):
+                    if len(batch) == BATCH:  # more batches are likely: the helper starts up beside this one
+                        helper.start()
+                    yield self._prepare(batch)
+
             for (batch, per_doc, prompts, _, answers), (counts, results) in pipelined(
-                    prepared, lambda p: helper.submit((p[3], _share(p[4], helper.backlog())))):
+                    prepared(), lambda p: helper.submit((p[3], _share(p[4], helper.backlog())))):
                 if results:
                     self.answer_work.remember(answers, results)  # of the first len(results) answers
                 yield from self._compose_batch(batch, per_doc, prompts, counts, log)

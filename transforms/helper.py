@@ -42,13 +42,19 @@ class BatchHelper:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def submit(self, batch: Any) -> Future:
-        """A future of `work(batch, *args)`."""
-        self.batches += 1
-        if self.pool is None and self.batches > 1:
+    def start(self) -> None:
+        """Start the helper process now, not with the second batch: for a caller that already knows more
+        than one batch will follow, so the helper's start-up overlaps the first."""
+        if self.pool is None:
             self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=self.warm_up, initargs=self.warm_up_args)
             self.ready = self.pool.submit(len, ())
+
+    def submit(self, batch: Any) -> Future:
+        """A future of `work(batch, *args)`."""
+        self.batches += 1
+        if self.batches > 1:
+            self.start()
         if self.ready is not None and self.ready.done() and self.ready.exception() is None:
             self.running.append(self.pool.submit(self.work, batch, *self.args))
             return self.running[-1]

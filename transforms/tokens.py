@@ -12,7 +12,7 @@ import json
 import threading
 from binascii import a2b_base64  # base64.b64decode's own decoder, without its per-call checks
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -109,9 +109,14 @@ class TokenCounter:
 
     def __init__(self, encoding_name: str, threads: int = 2):
         self.name = encoding_name
-        self.encoding = get_encoding(encoding_name)
         self.threads = threads
         self._cache: dict[str, int] = {}
+
+    @cached_property
+    def encoding(self) -> tiktoken.Encoding:
+        """Loaded when first needed (a build's helper process may count for it meanwhile: loading takes a
+        quarter of a second)."""
+        return get_encoding(self.name)
 
     def texts(self, texts: Sequence[str], num_threads: int | None = None) -> list[int]:
         return count_texts(self.encoding, texts, num_threads or self.threads)
