@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 import pytest
@@ -87,6 +88,16 @@ def test_fingerprints_made_ahead_give_the_verdicts_made_here_and_are_forgotten_b
     for batch in range(KNOWN_BATCHES):
         ahead.remember([f"later {batch}"], ahead.precompute([f"later {batch}"]))
     assert set(ahead.known) == {f"later {batch}" for batch in range(KNOWN_BATCHES)}
+
+
+def test_normalised_text_is_the_words_joined_by_one_space_whatever_the_whitespace():
+    import sys
+
+    assert [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and c.isprintable()] == [" "]
+    texts = ["", " ", "\n\n", "  Ａ  b\n\n\nC ", "탭\t과\r\n줄", "a\u3000b\xa0c\u2028d\x85e\x1cf", "Straße  ﬁne\u200b x",
+             LONG, LONG.replace("\n\n", "\n \n   "), "a\x00  b"]
+    for text in texts:
+        assert normalised(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def test_signature_agrees_with_true_jaccard_of_character_shingles():
