@@ -20,8 +20,9 @@ B = TypeVar("B")
 
 class BatchHelper:
     """Runs `work(batch, *args)` for each submitted batch: the first one here, later ones in a helper process
-    started with the second (a small build never pays for it). Until the helper is up (its `warm_up` done), or
-    if it cannot start (a script that calls `build` without `if __name__ == "__main__":`), batches run here.
+    started with the second (a small build never pays for it), or earlier by `start`. Until the helper is up
+    (its `warm_up` done), or if it cannot start (a script that calls `build` without
+    `if __name__ == "__main__":`), batches run here.
     """
 
     def __init__(self, work: Callable[..., Any], *args: Any, warm_up: Callable[..., Any] | None = None,
