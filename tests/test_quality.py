@@ -333,3 +333,17 @@ def test_repeated_answers_show_when_exact_dedup_is_off(tmp_path):
     assert (repeated["count"], repeated["warn"]) == (3, True)
     assert repeated["groups"][0]["pages"] == 3 and "준비 중입니다" in repeated["groups"][0]["excerpt"]
     assert result.manifest["quality"] == result.quality
+
+
+@pytest.mark.parametrize("first,second", [("가", "나"), ("나", "가")])
+def test_repeated_texts_tied_in_count_and_place_are_listed_in_the_order_they_came(first, second):
+    """Two turns of one conversation repeated on another page tie on count and place; the texts' hashes differ
+    between processes, so the order they came in decides, and every build lists them alike."""
+    repeated = quality.RepeatedAnswers()
+    texts = [f"{first} 반복되는 답변입니다.", f"{second} 반복되는 답변입니다."]
+    for page, place in ((1, 0), (2, 1)):
+        for text in texts:
+            repeated.add(text, page=page, example_id=page, place=place)
+    examples, groups = repeated.summary()
+    assert examples == 2
+    assert [g["excerpt"] for g in groups] == texts

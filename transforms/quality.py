@@ -158,10 +158,14 @@ class RepeatedAnswers:
         starts = np.flatnonzero(np.r_[True, pair_groups[1:] != pair_groups[:-1]])
         counts = np.diff(np.r_[starts, len(pairs)])
         first_places = pairs[starts] & 0xFFFFFFFF
-        ranked = sorted(zip(pair_groups[starts].tolist(), counts.tolist(), first_places.tolist()),
-                        key=lambda item: (-item[1], item[2]))  # most examples first, then by place: stable
-        listed = []
-        for g, n, _ in ranked[:GROUPS]:
+        arrival = np.full(int(group[-1]) + 1, len(order), dtype=np.int64)  # when each text was first added
+        np.minimum.at(arrival, group, order)
+        first_groups = pair_groups[starts]
+        ranked = sorted(zip(first_groups.tolist(), counts.tolist(), first_places.tolist(),
+                            arrival[first_groups].tolist()),
+                        key=lambda item: (-item[1], item[2], item[3]))  # most examples, then place, then arrival:
+        listed = []  # the same order in every build (the hashes differ between processes)
+        for g, n, _, _ in ranked[:GROUPS]:
             members = np.flatnonzero(groups == g)
             members = members[np.argsort(places[members], kind="stable")]
             seen: dict[int, dict[str, Any]] = {}

@@ -49,12 +49,8 @@ def in_fraction(url: str, seed: int, fraction: float) -> bool:
 
 
 def manifest_fraction(manifest: Mapping[str, Any]) -> float:
-    """The share of documents a version was built from: its manifest's `fraction.value` (a bare number in
-    versions built before the block held counts)."""
-    fraction = manifest.get("fraction")
-    if isinstance(fraction, Mapping):
-        fraction = fraction.get("value")
-    return float(fraction or 1.0)
+    """The share of documents a version was built from: its manifest's `fraction.value`, 1 for a full build."""
+    return float((manifest.get("fraction") or {}).get("value", 1.0))
 
 
 OUTSIDE = "outside_fraction"
