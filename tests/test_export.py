@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crawlers.document import Document, text_hash
-from crawlers.store import PageStore, state_path
+from dataset_state import page, write_pages
 from pipeline import main
 from transforms import export as export_module
 
@@ -40,13 +39,8 @@ dataset:
 finetune:
   max_seq_length: 1024
 """, encoding="utf-8")
-    with PageStore(state_path(tmp_path / "out")) as store:
-        for i in range(12):
-            text = page_text(i)
-            store.save_document(Document(url=f"http://guide.example.internal/t-{i:02d}.html", source="guide",
-                                         title=f"주제 {i} 안내", category="[배치] 운영 가이드", text=text, language="ko",
-                                         content_hash=text_hash(text), fetched_at="2026-11-20T00:00:00+00:00"),
-                                status=200, etag=None, last_modified=None)
+    write_pages(tmp_path / "out", [page(f"t-{i:02d}", page_text(i), title=f"주제 {i} 안내", category="[배치] 운영 가이드")
+                                   for i in range(12)])
     build(load_config(config))
     return config
 

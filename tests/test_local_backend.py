@@ -25,8 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is d
 
 import huggingface_hub.constants  # noqa: E402
 
-from crawlers.document import Document, text_hash  # noqa: E402
-from crawlers.store import PageStore, state_path  # noqa: E402
+from dataset_state import page, write_pages  # noqa: E402
 from finetune import local_models  # noqa: E402
 from pipeline import main  # noqa: E402
 
@@ -140,13 +139,8 @@ def project(tmp_path, tiny_model) -> Project:
 
     p = Project(tmp_path, tmp_path / "config.yaml", tiny_model)
     p.write_config()
-    with PageStore(state_path(tmp_path / "out")) as store:
-        for i in range(15):
-            text = page_text(i)
-            store.save_document(Document(url=f"http://guide.example.internal/t-{i:02d}.html", source="guide",
-                                         title=f"주제 {i} 안내", category="[배치] 운영 가이드", text=text, language="ko",
-                                         content_hash=text_hash(text), fetched_at="2026-11-20T00:00:00+00:00"),
-                                status=200, etag=None, last_modified=None)
+    write_pages(tmp_path / "out", [page(f"t-{i:02d}", page_text(i), title=f"주제 {i} 안내", category="[배치] 운영 가이드")
+                                   for i in range(15)])
     result = build(load_config(p.config))
     assert result.manifest["counts"]["train"] >= 10 and result.manifest["counts"]["test"] >= 2
     assert '"weight":0' in (p.version / "train.jsonl").read_text(encoding="utf-8")
