@@ -158,53 +158,11 @@ def test_example_ids_do_not_depend_on_the_page_text():
     assert page("x", "y")["url"].endswith("/x.html")
 
 
-def test_batches_counted_in_the_helper_process_give_the_same_examples(monkeypatch):
+def test_batches_of_any_size_give_the_same_examples(monkeypatch):
     docs = [doc(f"{korean_paragraph(i)}\n\n본문 {i}.", url=f"http://guide.example.internal/p{i}.html", title=f"P{i}")
             for i in range(40)]
     here, _ = compose(docs)
-    monkeypatch.setattr("transforms.compose.BATCH", 3)  # 14 batches: the helper starts with the second
-    helped, _ = compose(docs)
-    assert [e.model_dump() for e in helped] == [e.model_dump() for e in here]
-    assert all(e.tokens == count_messages(O200K.encoding, e.messages) for e in helped)
-
-
-class Recorder:
-    """An `AnswerWork` that records what compose hands it (the work: each answer's length)."""
-
-    def __init__(self):
-        self.handed: list[tuple[str, int]] = []
-
-    @property
-    def precompute(self):
-        return _lengths
-
-    def remember(self, answers, results):
-        self.handed += zip(answers, results)
-
-
-def _lengths(answers):
-    return [len(a) for a in answers]
-
-
-def test_answer_work_is_done_for_the_answers_compose_foresees_in_the_helper_too(monkeypatch):
-    docs = [doc(f"{korean_paragraph(i)}\n\n본문 {i}.", url=f"http://guide.example.internal/p{i}.html", title=f"P{i}")
-            for i in range(40)] + [doc(SECTIONED, url="http://guide.example.internal/z.html")]
-    monkeypatch.setattr("transforms.compose.BATCH", 3)  # the helper takes batches from the second on
-    work = Recorder()
-    examples, _ = compose(docs, answer_work=work, granularity="section")
-    answers = [e.answer for e in examples]
-    # each handed answer is one that arrives, with its work done; what the helper was not handed is left out
-    assert work.handed and all(n == len(a) for a, n in work.handed)
-    assert [a for a, _ in work.handed] == [a for a in answers if a in dict(work.handed)]
-    assert len(work.handed) >= 3  # at least the first batch, done here with no backlog
-
-    conversations = Recorder()  # a conversation's answers are its turns joined: nothing to foresee
-    compose(docs, answer_work=conversations, granularity="section", turns=2)
-    assert conversations.handed == []
-
-
-def test_the_helper_is_handed_as_much_answer_work_as_it_keeps_up_with():
-    from transforms.compose import _share
-
-    answers = [f"a{i}" for i in range(7)]
-    assert [_share(answers, backlog) for backlog in (0, 1, 2, 3)] == [answers, answers[:3], [], []]
+    monkeypatch.setattr("transforms.compose.BATCH", 3)  # 14 batches, the last one short
+    batched, _ = compose(docs)
+    assert [e.model_dump() for e in batched] == [e.model_dump() for e in here]
+    assert all(e.tokens == count_messages(O200K.encoding, e.messages) for e in batched)

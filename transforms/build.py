@@ -105,8 +105,7 @@ def build(config: Config) -> BuildResult:
     try:
         compose = ComposeExamples(counter, ds.system_prompt, ds.user_templates, config.token_limit,
                                   granularity=ds.granularity, questions=ds.questions_per_document,
-                                  turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt,
-                                  answer_work=dedup)  # dedup's fingerprints made in compose's helper
+                                  turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt)
     except ValueError as exc:
         raise BuildError(f"dataset: {exc} ({spec.name} takes {fmt} examples)") from None
 

@@ -1,9 +1,8 @@
 """Documents → examples: fill the templates, cut pages into sections if asked, and split what is over the limit.
 
-Every example's count is exact. A page (or section) that fits is encoded once, in a batch with its neighbours;
-the next batches are counted in a helper process while this one flows through the later stages. Only a page
-over the limit is cut into blocks and counted again piece by piece. The helper also does a later stage's
-work that depends on an answer alone (`AnswerWork`: dedup's fingerprints) for the answers it foresees.
+Every example's count is exact. A page (or section) that fits is encoded once, in a batch with its neighbours
+(one tiktoken call on the counter's threads). Only a page over the limit is cut into blocks and counted again
+piece by piece.
 
 Granularity `document` makes one answer of a page (split only to fit); `section` one per ##/### section.
 `questions_per_document` asks each answer with that many of the user templates, chosen stably from the URL
@@ -16,15 +15,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from itertools import islice
+from typing import Iterable, Iterator
 
 from crawlers.document import Document
 from transforms.chunk import Chunker, sections
 from transforms.example import Example
 from transforms.formats import Format, completion_text, prompt_text
-from transforms.helper import BatchHelper, batches, pipelined
 from transforms.stage import Stage, StageLog
-from transforms.tokens import TokenCounter, chat_tokens, count_with, get_encoding
+from transforms.tokens import TokenCounter, chat_tokens
 
 BATCH = 256
 SECTION_ALLOWANCE = 64  # tokens reserved for a section name in the question of a split page
@@ -35,30 +34,10 @@ def _stable_int(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(parts).encode("utf-8")).digest()[:8], "big")
 
 
-class AnswerWork(Protocol):
-    """A later stage's work that depends on an answer alone, done in compose's helper process for the answers
-    of a batch (every unit's text, when it is the answer of its examples) as far as the helper keeps up
-    (`_share`), so the two processes stay about equally busy and the counts are never delayed; `remember` is
-    handed the results in the main thread before the batch's examples are made. The stage does the work
-    itself for answers it was not handed."""
-
-    @property
-    def precompute(self) -> Callable[[list[str]], list[Any]]: ...  # picklable
-
-    def remember(self, answers: list[str], results: list[Any]) -> None: ...
-
-
-def _share(answers: list[str], backlog: int) -> list[str]:
-    """The answers the helper is given the work of: all when it has no batch left to finish, half with one,
-    none with more (it is behind; counting comes first). The stage does the rest in the main thread."""
-    return answers[: len(answers) * max(0, 2 - backlog) // 2]
-
-
-def _count_and_precompute(batch: tuple[list[str], list[str]], encoding_name: str,
-                          precompute: Callable[[list[str]], list[Any]] | None) -> tuple[list[int], list[Any] | None]:
-    """A batch's work in the helper: the counts of its texts, and `precompute` of its answers."""
-    texts, answers = batch
-    return count_with(texts, encoding_name), precompute(answers) if precompute else None
+def _batches(documents: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    documents = iter(documents)
+    while batch := list(islice(documents, size)):
+        yield batch
 
 
 @dataclass(frozen=True)
@@ -76,7 +55,7 @@ class ComposeExamples(Stage):
 
     def __init__(self, counter: TokenCounter, system_prompt: str, user_templates: list[str], limit: int, *,
                  granularity: str = "document", questions: int = 1, turns: int = 1, train_on: str = "all",
-                 fmt: Format = "chat", answer_work: AnswerWork | None = None):
+                 fmt: Format = "chat"):
         if fmt == "prompt_completion" and turns > 1:
             raise ValueError("turns_per_example > 1 needs a chat model; prompt/completion examples have one turn")
         self.counter = counter
@@ -88,7 +67,6 @@ class ComposeExamples(Stage):
         self.turns = turns
         self.train_on = train_on
         self.fmt = fmt
-        self.answer_work = answer_work if turns == 1 else None  # a conversation's answers are its turns joined
 
     # -- counting ----------------------------------------------------------------------------------------
 
@@ -100,16 +78,6 @@ class ComposeExamples(Stage):
         if self.granularity == "section":
             return [(piece.section, piece.text) for piece in sections(doc.text)]
         return [(None, doc.text)] if doc.text.strip() else []
-
-    def _prepare(self, batch: list[Document]) -> tuple:
-        """A batch's units of each document, the strings `cached` will be asked for, every text to count (all
-        texts of the batch are counted in one call) and the answers for `answer_work`."""
-        per_doc = [self._units_of(doc) for doc in batch]
-        answers = [text for units in per_doc for _, text in units]
-        texts = [self._wrapped(text) for text in answers]
-        prompts = list(dict.fromkeys(
-            s for doc, units in zip(batch, per_doc) for section, _ in units for s in self._prompts(doc, section)))
-        return batch, per_doc, prompts, texts + prompts, answers if self.answer_work else []
 
     def _prompts(self, doc: Document, section: str | None) -> list[str]:
         """The strings `cached` will be asked for when this unit's examples are made."""
@@ -123,25 +91,16 @@ class ComposeExamples(Stage):
     # -- the stage ---------------------------------------------------------------------------------------
 
     def __call__(self, documents: Iterable[Document], log: StageLog) -> Iterator[Example]:
-        name = self.counter.name
-        precompute = self.answer_work.precompute if self.answer_work else None
-        with BatchHelper(_count_and_precompute, name, precompute, warm_up=get_encoding,
-                         warm_up_args=(name,)) as helper:
-            def prepared() -> Iterator[tuple]:
-                for batch in batches(documents, BATCH):
-                    if len(batch) == BATCH:  # more batches are likely: the helper starts up beside this one
-                        helper.start()
-                    yield self._prepare(batch)
+        for batch in _batches(documents, BATCH):
+            yield from self._compose_batch(batch, log)
 
-            for (batch, per_doc, prompts, _, answers), (counts, results) in pipelined(
-                    prepared(), lambda p: helper.submit((p[3], _share(p[4], helper.backlog())))):
-                if results:
-                    self.answer_work.remember(answers, results)  # of the first len(results) answers
-                yield from self._compose_batch(batch, per_doc, prompts, counts, log)
-
-    def _compose_batch(self, batch: list[Document], per_doc: list[list[tuple[str | None, str]]], prompts: list[str],
-                       counts: list[int], log: StageLog) -> Iterator[Example]:
-        answers = iter(counts)
+    def _compose_batch(self, batch: list[Document], log: StageLog) -> Iterator[Example]:
+        """A batch's examples; its answers and the strings `cached` will be asked for are counted in one call."""
+        per_doc = [self._units_of(doc) for doc in batch]
+        texts = [self._wrapped(text) for units in per_doc for _, text in units]
+        prompts = list(dict.fromkeys(
+            s for doc, units in zip(batch, per_doc) for section, _ in units for s in self._prompts(doc, section)))
+        answers = iter(self.counter.texts(texts + prompts))
         encoded = [[Unit(section, 0, text, next(answers)) for section, text in units] for units in per_doc]
         self.counter.prime(dict(zip(prompts, answers)))
         for doc, units in zip(batch, encoded):

@@ -2,18 +2,12 @@
 
 Runs before the split, so no answer is trained on and tested. Near-duplicates are found with MinHash over
 character shingles (no word segmentation, so Korean works), in its one-permutation form: each shingle is
-hashed once and the minimum is taken per bin, vectorised with numpy (datasketch's per-shingle hashing costs
-more than encoding the text), with LSH bands and rows chosen by datasketch's optimiser for the threshold.
-A candidate pair is confirmed on the full signatures before anything is dropped.
+hashed once and the minimum is taken per bin, vectorised with numpy, with LSH bands and rows chosen by
+datasketch's optimiser for the threshold. A candidate pair is confirmed on the full signatures before anything
+is dropped. Not datasketch's MinHash/MinHashLSH: measured 55× slower a page and 10× bigger an index entry.
 
 Memory stays small per example (streaming builds of 100,000 pages): the keys live in sorted numpy arrays
 (about 12 bytes an entry), the signatures of kept answers in a temp file read back only for candidates.
-
-What is compared of an answer (its normalised text's key, signature and band keys: `fingerprints`) depends on
-the answer alone, so compose has its helper process make it for the answers of its next batches
-(`Dedup.precompute`, handed back through `Dedup.remember`); only the judging, which depends on every earlier
-answer, is done here, and an answer compose could not foresee (a piece of a split page, a conversation, an
-edited answer) is fingerprinted here.
 """
 
 from __future__ import annotations
@@ -24,9 +18,8 @@ import os
 import tempfile
 import unicodedata
 from array import array
-from collections import deque
-from functools import lru_cache, partial
-from typing import Callable, Iterable, Iterator
+from functools import lru_cache
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -35,7 +28,6 @@ from transforms.stage import Stage, StageLog
 
 _PRIME = np.uint64(0x100000001B3)
 MAX_PAIRS = 1000  # duplicate pairs listed in the manifest; dropped.jsonl lists every one
-KNOWN_BATCHES = 2  # batches of fingerprints made ahead that are kept: the one arriving and the one before
 
 
 def normalised(text: str) -> str:
@@ -242,22 +234,6 @@ class Dedup(Stage):
             self.band_keys = IntIndex()
             self.signatures = tempfile.TemporaryFile(prefix="crawl2tune-minhash-")
             self.sig_bytes = num_perm * 4
-        self.known: dict[str, Fingerprint] = {}  # fingerprints made ahead, of the last `KNOWN_BATCHES` batches
-        self.known_batches: deque[list[str]] = deque()
-
-    @property
-    def precompute(self) -> Callable[[list[str]], list[Fingerprint]]:
-        """`fingerprints` with this stage's settings: picklable, for a helper process."""
-        return partial(fingerprints, near=self.near)
-
-    def remember(self, answers: list[str], prints: list[Fingerprint]) -> None:
-        """Fingerprints of answers about to arrive, made by `precompute` elsewhere. Those of older batches are
-        forgotten (their answers arrived, or a stage before this one dropped them)."""
-        self.known.update(zip(answers, prints))
-        self.known_batches.append(answers)
-        if len(self.known_batches) > KNOWN_BATCHES:
-            for answer in self.known_batches.popleft():
-                self.known.pop(answer, None)
 
     def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
         last, last_verdict = None, None
@@ -265,7 +241,7 @@ class Dedup(Stage):
             for example in examples:
                 answer = example.answers
                 if (example.document_id, answer) != last:
-                    fingerprint = self.known.get(answer) or fingerprints([answer], self.near)[0]
+                    fingerprint = fingerprints([answer], self.near)[0]
                     last, last_verdict = (example.document_id, answer), self._judge(example, fingerprint)
                 if last_verdict is None:
                     yield example

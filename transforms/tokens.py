@@ -19,6 +19,8 @@ from typing import Any, Iterable, Sequence
 import tiktoken
 from tiktoken_ext import openai_public
 
+from base.errors import Crawl2TuneError
+
 ENCODINGS_DIR = Path(__file__).parent / "encodings"
 
 TOKENS_PER_MESSAGE = 3  # <|start|>{role}\n ... <|end|>
@@ -28,7 +30,7 @@ TOKENS_FOR_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
 _patch_lock = threading.Lock()
 
 
-class EncodingFileError(RuntimeError):
+class EncodingFileError(Crawl2TuneError, RuntimeError):
     """A bundled encoding file is missing or does not match tiktoken's expected hash."""
 
 
@@ -114,8 +116,7 @@ class TokenCounter:
 
     @cached_property
     def encoding(self) -> tiktoken.Encoding:
-        """Loaded when first needed (a build's helper process may count for it meanwhile: loading takes a
-        quarter of a second)."""
+        """Loaded when first needed (loading takes a quarter of a second)."""
         return get_encoding(self.name)
 
     def texts(self, texts: Sequence[str], num_threads: int | None = None) -> list[int]:
@@ -134,11 +135,6 @@ class TokenCounter:
                 self._cache.clear()
             n = self._cache[text] = count_text(self.encoding, text)
         return n
-
-
-def count_with(texts: list[str], encoding_name: str) -> list[int]:
-    """Counts of `texts` in the named encoding on this thread: the work a helper process is given."""
-    return count_texts(get_encoding(encoding_name), texts, num_threads=1)
 
 
 def count_messages(encoding: tiktoken.Encoding, messages: list[dict[str, Any]]) -> int:
