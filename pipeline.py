@@ -11,30 +11,25 @@ import json
 import os
 import re
 import sys
+import tempfile
+import traceback
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from configs import (DEFAULT_CONFIG, Config, ConfigError, SamplingConfig, load_config, parse_fraction, parse_fractions,
-                     with_fraction)
-from crawlers.crawl import CrawlError, SourceReport, crawl
-from finetune.backend import FinetuneError
+from base.errors import Crawl2TuneError
 from ops import logs
-from ops.lock import LockHeld
-from ops.run import build_counts, crawl_counts, recorded
-from ops.schedule import ScheduleError
-from transforms import model_registry
-from transforms.build import BuildError, BuildResult, build
-from transforms.export import FORMATS as EXPORT_FORMATS, ExportError
-from transforms.tokens import EncodingFileError, TokenCounter
-from transforms.review import NotApproved, ReviewError
-from transforms.split import manifest_fraction
-from transforms.validate import CATEGORIES, FORMATS, Report, validate_file
 
-EXPECTED_ERRORS = (ConfigError, model_registry.ModelError, CrawlError, BuildError, EncodingFileError, OSError,
-                   FinetuneError)
-EXPECTED_ERRORS += (ReviewError, NotApproved)
-EXPECTED_ERRORS += (LockHeld, ScheduleError)
-EXPECTED_ERRORS += (ExportError,)
+if TYPE_CHECKING:  # each command imports what it uses in its handler: `--help` loads no config model or crawler
+    from configs import Config
+    from crawlers.crawl import SourceReport
+    from transforms.build import BuildResult
+    from transforms.model_registry import ModelSpec
+    from transforms.validate import Report
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "example.yaml"  # configs.DEFAULT_CONFIG (a test checks)
+EXPORT_FORMATS = ("trl", "axolotl", "llama-factory", "hf-dataset")  # transforms.export.FORMATS (a test checks)
+VALIDATE_FORMATS = ("chat", "preference", "prompt_completion")  # transforms.validate.FORMATS (a test checks)
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
 
 
@@ -91,6 +86,8 @@ def print_crawl(reports: list[SourceReport]) -> None:
 
 
 def print_build(result: BuildResult) -> None:
+    from transforms.split import manifest_fraction
+
     m = result.manifest
     c, t = m["counts"], m["tokens"]
     fraction = manifest_fraction(m)
@@ -126,7 +123,9 @@ def print_build(result: BuildResult) -> None:
             f"{_relative(result.version_dir / 'review.csv')} and run `python pipeline.py review apply FILE`")
 
 
-def print_report(path: Path, report: Report, spec: model_registry.ModelSpec) -> None:
+def print_report(path: Path, report: Report, spec: ModelSpec) -> None:
+    from transforms.validate import CATEGORIES
+
     say(f"{path}: {report.examples} examples ({report.format or 'chat'} format), "
         f"{sum(report.errors.values())} errors ({spec.name}, limit {report.limit:,} tokens per example)")
     for category, n in sorted(report.errors.items()):
@@ -141,6 +140,8 @@ def print_report(path: Path, report: Report, spec: model_registry.ModelSpec) -> 
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from configs import load_config
+
     return load_config(args.config)
 
 
@@ -150,6 +151,9 @@ def _source_names(config: Config) -> list[str]:
 
 def _crawl_stage(run: Any, config: Config, worker: bool = False) -> bool:
     """Crawl and record the counts; False when the crawl was interrupted (the run ends `interrupted`)."""
+    from crawlers.crawl import crawl
+    from ops.run import crawl_counts
+
     with logs.stage("crawl"):
         reports = crawl(config, worker=worker)
         print_crawl(reports)
@@ -161,6 +165,9 @@ def _crawl_stage(run: Any, config: Config, worker: bool = False) -> bool:
 
 
 def _build_stage(run: Any, config: Config) -> BuildResult:
+    from ops.run import build_counts
+    from transforms.build import build
+
     with logs.stage("build"):
         result = build(config)
         print_build(result)
@@ -170,19 +177,27 @@ def _build_stage(run: Any, config: Config) -> BuildResult:
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
+    from configs import ConfigError
+
     config = _config(args)
     if args.worker and not config.crawl.redis_url:
         raise ConfigError(f"{args.config}: crawl --worker needs crawl.redis_url (e.g. redis://127.0.0.1:6379/0) so "
                           "workers share one frontier; see README, Operations")
+    from ops.run import recorded
+
     command = "worker" if args.worker else "crawl"  # workers share the output directory with each other
     with recorded(config.output_dir, command, sources=_source_names(config), shared=args.worker) as run:
         return 0 if _crawl_stage(run, config, worker=args.worker) else 130
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from configs import parse_fraction, with_fraction
+
     config = _config(args)
     if args.fraction is not None:
         config = with_fraction(config, parse_fraction(args.fraction))
+    from ops.run import recorded
+
     with recorded(config.output_dir, "build", sources=_source_names(config)) as run:
         _build_stage(run, config)
     return 0
@@ -192,6 +207,8 @@ def run_pipeline(config: Config, *, config_arg: str, sources: list[str] | None =
                  schedule: str | None = None, finetune: bool = False, wait: bool = False) -> int:
     """`run`, recorded in the ledger: crawl (every source, or only `sources`), then build from every source's
     documents, then (with `finetune`) launch fine-tuning. Used by `run` and by the scheduler."""
+    from ops.run import recorded
+
     crawled = config if sources is None else config.model_copy(
         update={"sources": [s for s in config.sources if s.name in sources]})
     with recorded(config.output_dir, "run", trigger=trigger, schedule=schedule,
@@ -230,6 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from configs import ConfigError
     from ops.ledger import Ledger
 
     config = _config(args)
@@ -288,7 +306,7 @@ def print_run(r: Any) -> None:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from ops.schedule import Scheduler, plan
+    from ops.schedule import Scheduler, ScheduleError, plan
 
     config = _config(args)
     jobs = plan(config)
@@ -305,6 +323,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from configs import ConfigError, load_config, parse_fractions
     from finetune import cli
 
     config = load_config(args.config, model=args.model)
@@ -331,6 +350,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from configs import SamplingConfig
     from finetune import cli
 
     flags = {k: getattr(args, k) for k in SamplingConfig.model_fields if getattr(args, k) is not None}
@@ -354,7 +374,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     from crawlers.store import state_path
-    from transforms.review import apply_review, resolve
+    from transforms.review import ReviewError, apply_review, resolve
 
     config = _config(args)
     known = None
@@ -389,6 +409,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from configs import ConfigError, load_config
+    from transforms import model_registry
+    from transforms.tokens import TokenCounter
+    from transforms.validate import validate_file
+
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"{path} is not a file; pass the JSONL file to check")
@@ -405,11 +430,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command's parser whose `extend` adds options that need a heavy import (evaluate's sampling flags come
+    from the config model) only when that command is parsed or its help shown, so `--help` stays fast."""
+
+    extend: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def _extended(self) -> None:
+        extend, self.extend = self.extend, None
+        if extend:
+            extend(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._extended()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._extended()
+        return super().format_help()
+
+
+def _sampling_flags(e: argparse.ArgumentParser) -> None:
+    from configs import SamplingConfig
+
+    for name, field in SamplingConfig.model_fields.items():
+        e.add_argument("--" + name.replace("_", "-"), dest=name, metavar="VALUE",
+                       help=f"{field.description} (default: finetune.evaluation.{name})".replace("%", "%%"))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.splitlines()[0])
     log_help = "text: human-readable lines (default); json: one JSON object per line, for unattended runs"
     top.add_argument("--log-format", choices=logs.FORMATS, default="text", help=log_help)
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
@@ -439,7 +492,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("file", help="the .jsonl file to check")
     v.add_argument("--model", help="model whose format and limits apply (default: the config's)")
     v.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
-    v.add_argument("--format", choices=FORMATS,
+    v.add_argument("--format", choices=VALIDATE_FORMATS,
                    help="line format (default: the model's for babbage/davinci, else detected from the first line)")
     rv = sub.add_parser("review", help="feed a reviewer's decisions back into later builds",
                         description="feed a reviewer's decisions back into later builds")
@@ -496,9 +549,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--base", help="model to compare with (default: the tuned model's base; with several models: "
                    "none unless given)")
     e.add_argument("--dataset", help="version folder, version name or latest (default: the model's job's version)")
-    for name, field in SamplingConfig.model_fields.items():
-        e.add_argument("--" + name.replace("_", "-"), dest=name, metavar="VALUE",
-                       help=f"{field.description} (default: finetune.evaluation.{name})".replace("%", "%%"))
+    e.extend = _sampling_flags
     e.add_argument("--sweep", metavar="SETTING=V1,V2,…",
                    help="one evaluation per value of one sampling setting, e.g. temperature=0,0.5,1; the scores side "
                    "by side and in a sweep report")
@@ -515,12 +566,41 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_format, redact=redact)
     try:
         return args.handler(args)
-    except EXPECTED_ERRORS as exc:
+    except Crawl2TuneError as exc:
         logs.error(redact(f"error: {exc}"))
-        return 1
+    except OSError as exc:  # the system refused (disk full, permission, a missing path): the user acts, not us
+        logs.error(redact(f"error: {exc}"))
     except KeyboardInterrupt:
-        logs.error("interrupted: nothing half-written was kept; run the same command again to continue")
+        logs.error("interrupted: nothing half-written was kept, the previous dataset is intact; run the same "
+                   "command again to continue")
         return 130
+    except Exception:  # a bug, not bad input: the traceback goes to a file, the user gets one line
+        logs.error(redact(f"error: unexpected failure ({sys.exc_info()[1].__class__.__name__}); the traceback is "
+                          f"in {_write_traceback(args)} — please report it with that file"))
+    return 1
+
+
+def _write_traceback(args: argparse.Namespace) -> Path:
+    """The current exception's traceback (a crawl child's included), in <output_dir>/logs/ when the config
+    names a usable one, else in the temp directory."""
+    text = redact("".join(traceback.format_exc()))
+    name = f"{getattr(args, 'command', 'pipeline')}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    folders = []
+    try:
+        from configs import load_config
+
+        folders.append(Path(load_config(getattr(args, "config", None) or DEFAULT_CONFIG).output_dir) / "logs")
+    except Exception:  # noqa: BLE001 - no usable config: the temp directory it is
+        pass
+    folders.append(Path(tempfile.gettempdir()) / "crawl2tune-logs")
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    return Path(os.devnull)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from ops import cron
 from transforms import model_registry
+from base.errors import Crawl2TuneError
 
 DEFAULT_CONFIG = Path(__file__).parent / "example.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(Crawl2TuneError, ValueError):
     """The config file is missing, unreadable or invalid."""
 
 

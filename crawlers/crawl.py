@@ -38,12 +38,13 @@ from crawlers.spiders.site import SiteSpider
 from crawlers.store import PageStore, now, state_path
 from ops import frontier
 from ops import logs as ops_logs
+from base.errors import Crawl2TuneError
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
 INTERRUPTED = "shutdown"  # Scrapy's finish reason after SIGINT/SIGTERM
 
 
-class CrawlError(RuntimeError):
+class CrawlError(Crawl2TuneError, RuntimeError):
     """The crawl could not run."""
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from base.errors import Crawl2TuneError
+
 if TYPE_CHECKING:
     from configs import SamplingConfig
 
@@ -21,7 +23,7 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Errors: typed, one line each, never holding a secret
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(Crawl2TuneError, RuntimeError):
     """Base of every error of the fine-tuning stage; the CLI prints it as one line."""
 
 

@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from base.errors import Crawl2TuneError
+
 LOCK_FILE = ".crawl2tune.lock"
 HOLDER_FILE = ".crawl2tune.lock.json"  # the exclusive holder
 WORKERS_DIR = ".crawl2tune.workers"  # one note per shared holder
 
 
-class LockHeld(RuntimeError):
+class LockHeld(Crawl2TuneError, RuntimeError):
     """Another process holds the output directory."""
 
     def __init__(self, output_dir: Path, holders: list["Holder"]):

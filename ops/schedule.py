@@ -29,9 +29,10 @@ from ops import logs
 from ops.cron import CronTrigger
 from ops.ledger import Ledger
 from ops.lock import LockHeld
+from base.errors import Crawl2TuneError
 
 
-class ScheduleError(ValueError):
+class ScheduleError(Crawl2TuneError, ValueError):
     """The config has nothing to schedule."""
 
 

@@ -33,9 +33,10 @@ from transforms.stage import Stage, StageLog, run_stages
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import MIN_EXAMPLES, check_example
 from transforms.write import DatasetWriter, resolve_version
+from base.errors import Crawl2TuneError
 
 
-class BuildError(RuntimeError):
+class BuildError(Crawl2TuneError, RuntimeError):
     """The dataset cannot be built from what is stored."""
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from transforms.build import datasets_root
 from transforms.write import jsonl, resolve_version, sha256_file
+from base.errors import Crawl2TuneError
 
 FORMATS = ("trl", "axolotl", "llama-factory", "hf-dataset")
 SPLITS = ("train", "test")
@@ -36,7 +37,7 @@ Turn = tuple[str, str, bool | None]  # role, content, trained (None for what is 
 Conversation = tuple[Turn, ...]
 
 
-class ExportError(ValueError):
+class ExportError(Crawl2TuneError, ValueError):
     """The version cannot be exported to that format, or the export does not read back as the version."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from base.errors import Crawl2TuneError
+
 NEW_JOBS_END = date(2027, 1, 6)  # OpenAI accepts no new fine-tuning jobs from this day on
 WARN_DAYS = 60
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
@@ -64,7 +66,7 @@ _FINE_TUNED = re.compile(r"^ft:(?P<base>[^:]+):")
 _CHECKPOINT = re.compile(r":ckpt-step-\d+$")
 
 
-class ModelError(ValueError):
+class ModelError(Crawl2TuneError, ValueError):
     """The model is unknown or can no longer be fine-tuned."""
 
 

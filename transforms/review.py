@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from transforms.example import Example
 from transforms.stage import Stage, StageLog
+from base.errors import Crawl2TuneError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS review_decisions (
@@ -56,7 +57,7 @@ _COMMAND_LIKE = re.compile(r"^[A-Za-z_-]{1,16}$")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-class ReviewError(ValueError):
+class ReviewError(Crawl2TuneError, ValueError):
     """A review file or approval request cannot be used; the message says what to fix."""
 
 
@@ -242,7 +243,7 @@ class ApplyDecisions(Stage):
 
 # -- approval ----------------------------------------------------------------------------------------------
 
-class NotApproved(RuntimeError):
+class NotApproved(Crawl2TuneError, RuntimeError):
     """Fine-tuning was asked for a dataset version nobody approved (with finetune.require_approval)."""
 
 
