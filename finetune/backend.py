@@ -212,7 +212,7 @@ def create_backend(config: Any, provider: str | None = None, *, output_dir: Path
     if name == "local":
         if output_dir is None:
             raise FinetuneError("the local fine-tuning backend needs the output directory its jobs live in")
-        from finetune.local_backend import LocalBackend
+        from finetune.local.backend import LocalBackend
 
         return LocalBackend(config, Path(output_dir))
     raise FinetuneError(f"unknown fine-tuning provider {name!r}; set finetune.provider to openai, azure or local")

@@ -96,7 +96,7 @@ def check_dataset(config: Config, ds: Dataset) -> Checked:
         raise Refused(f"{config.model} is a fine-tune on OpenAI's platform; the local backend trains "
                       "finetune.base_model: set `model` to a base model, or finetune.provider to openai")
     if local:  # the model only decided how the dataset was built; its retirement does not stop local training
-        from finetune.local_backend import check_ready
+        from finetune.local.backend import check_ready
 
         check_ready(config)
         spec, warnings = model_registry.lookup(config.model), []
@@ -177,7 +177,7 @@ def job_request(config: Config, ds: Dataset, spec: model_registry.ModelSpec) -> 
     included (`method.supervised.hyperparameters`, see OpenAIBackend.create_job)."""
     ft = config.finetune
     if ft.provider == "local":
-        from finetune.local_backend import local_job_request
+        from finetune.local.backend import local_job_request
 
         return local_job_request(config, ds)
     metadata = {"dataset": ds.name, "dataset_version": ds.version}

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="the local backend's packages are no
 from transformers import LlamaForCausalLM  # noqa: E402
 
 from configs import SamplingConfig  # noqa: E402
-from finetune.local_inference import LocalModels, ModelRef, Penalties  # noqa: E402
+from finetune.local.inference import LocalModels, ModelRef, Penalties  # noqa: E402
 from test_local_backend import offline_hub, tiny_model  # noqa: E402,F401  (shared fixtures)
 
 QUESTION = [{"role": "user", "content": "주제 3 안내 관련 내용을 알려줘."}]

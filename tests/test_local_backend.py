@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is d
 import huggingface_hub.constants  # noqa: E402
 
 from dataset_state import page, write_pages  # noqa: E402
-from finetune import local_models  # noqa: E402
+from finetune.local import models as local_models  # noqa: E402
 from pipeline import main  # noqa: E402
 
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -78,7 +78,7 @@ def offline_hub(monkeypatch, tmp_path):
 @pytest.fixture(autouse=True)
 def no_trainer_left():
     """A failed test must not leave its training process running."""
-    from finetune import local_backend
+    from finetune.local import backend as local_backend
 
     before = set(local_backend._SPAWNED)
     yield
@@ -297,8 +297,8 @@ def test_pause_resume_and_cancel_signal_the_job_s_process(project, capsys):
 
 def test_sigterm_during_training_stops_after_the_step_and_keeps_no_adapter(project, tiny_model):
     """What `jobs cancel` does to a job that is training, run in this process to spare a second start-up."""
-    from finetune import local_trainer
-    from finetune.local_jobs import JobDir
+    from finetune.local import trainer as local_trainer
+    from finetune.local.jobs import JobDir
 
     job_dir = JobDir(project.root / "out" / "local_jobs" / "local-20261121-000000-abcdef")
     job_dir.path.mkdir(parents=True)
@@ -344,8 +344,8 @@ def test_weight_zero_answers_are_masked_out_of_the_loss_the_trainer_computes(pro
     """The SFTTrainer the job runs gets labels of -100 on every token of a weight-0 answer, and trains the rest."""
     from transformers import AutoTokenizer
 
-    from finetune import local_trainer
-    from finetune.local_jobs import JobDir
+    from finetune.local import trainer as local_trainer
+    from finetune.local.jobs import JobDir
 
     examples = [json.loads(l) for l in (project.version / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     multi = next(e for e in examples if any(m.get("weight") == 0 for m in e["messages"]))
@@ -368,7 +368,7 @@ def test_weight_zero_answers_are_masked_out_of_the_loss_the_trainer_computes(pro
 def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_reason(tiny_model):
     from transformers import AutoTokenizer
 
-    from finetune.local_tokenize import TemplateError, encode
+    from finetune.local.chat_template import TemplateError, encode
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     tokenizer.chat_template = ("{% for m in messages %}{% if loop.last or m['role'] != 'assistant' %}<|{{ m['role'] }}|>"

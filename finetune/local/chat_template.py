@@ -26,10 +26,6 @@ class Encoded:
     input_ids: list[int]
     assistant_masks: list[int]  # 1 where the token is trained
 
-    @property
-    def trained_tokens(self) -> int:
-        return sum(self.assistant_masks)
-
 
 def text_of(content: Any) -> Any:
     """OpenAI allows content as a list of text parts; templates expect a string."""

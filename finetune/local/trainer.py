@@ -1,8 +1,8 @@
 """The background process of a local fine-tuning job: TRL supervised fine-tuning, a PEFT LoRA adapter by default.
 
-The local backend starts it as `python -m finetune.local_trainer <job dir>` in its own session, so it outlives the
-command that started it. It reads job.json, lays every example out with the base model's chat template (the
-`weight: 0` assistant messages masked out of the loss, see local_tokenize), trains with TRL's SFTTrainer on the
+The local backend starts it as `python -m finetune.local.trainer <job dir>` in its own session, so it outlives
+the command that started it. It reads job.json, lays every example out with the base model's chat template (the
+`weight: 0` assistant messages masked out of the loss, see chat_template), trains with TRL's SFTTrainer on the
 GPU when there is one, else the CPU, and reports through the job folder: status.json, events.jsonl (log lines
 and per-step metrics), step_metrics.csv, a checkpoint per epoch and, at the end, the adapter. SIGTERM (`jobs
 cancel`) stops it after the current step, or at once while it is still loading. Whatever goes wrong ends as
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from finetune.backend import FinetuneError
-from finetune.local_jobs import METRIC_COLUMNS, JobDir
-from finetune.local_models import (MissingDependencies, ModelUnavailable, load_model, load_tokenizer, pick_device,
+from finetune.local.chat_template import Encoded, TemplateError, encode
+from finetune.local.jobs import METRIC_COLUMNS, JobDir
+from finetune.local.models import (MissingDependencies, ModelUnavailable, load_model, load_tokenizer, pick_device,
                                    require_dependencies)
-from finetune.local_tokenize import Encoded, TemplateError, encode
 
 
 class NothingToTrain(FinetuneError):

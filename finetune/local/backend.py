@@ -1,7 +1,7 @@
 """The local backend: fine-tuning an open-weights model on this machine, behind the same interface as OpenAI.
 
-A job is a background process (`python -m finetune.local_trainer`, in its own session so it outlives the command
-that started it) with its own folder under `<output_dir>/local_jobs/` (layout in local_jobs). "Uploading" copies
+A job is a background process (`python -m finetune.local.trainer`, in its own session so it outlives the command
+that started it) with its own folder under `<output_dir>/local_jobs/` (layout in jobs.py). "Uploading" copies
 a training file there under a name derived from its content; jobs, events, checkpoints and results are read
 from the job folders; cancel, pause and resume are SIGTERM, SIGSTOP and SIGCONT to the process's group. A job
 whose process is gone without saying how it ended is reported failed, with the end of its log.
@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from finetune.backend import (TERMINAL, ApiError, Backend, ChatReply, Checkpoint, Job, JobError, JobEvent,
                               JobRequest, Refused, RemoteFile)
-from finetune.local_inference import LocalModels, ModelRef
-from finetune.local_jobs import JobDir, jobs_root, read_json, write_json
-from finetune.local_models import check_available, require_dependencies
+from finetune.local.inference import LocalModels, ModelRef
+from finetune.local.jobs import JobDir, jobs_root, read_json, write_json
+from finetune.local.models import check_available, require_dependencies
 from transforms.write import sha256_file
 
 if TYPE_CHECKING:
     from configs import SamplingConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the project folder, for the trainer's PYTHONPATH
 CANCEL_GRACE_SECONDS = 30.0
 _FILE_ID = re.compile(r"^file-local-[0-9a-f]{24}$")
 _JOB_ID = re.compile(r"^local-\d{8}-\d{6}-[0-9a-f]{6}$")
@@ -215,7 +215,7 @@ class LocalBackend(Backend):
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
                    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         with open(d.log_file, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "finetune.local_trainer", str(d.path)],
+            proc = subprocess.Popen([sys.executable, "-m", "finetune.local.trainer", str(d.path)],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
         _SPAWNED[proc.pid] = proc

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.backend import ChatReply
-from finetune.local_models import Device, load_model, load_tokenizer, pick_device, require_dependencies
-from finetune.local_tokenize import template_messages
+from finetune.local.chat_template import template_messages
+from finetune.local.models import Device, load_model, load_tokenizer, pick_device, require_dependencies
 
 if TYPE_CHECKING:
     from configs import SamplingConfig

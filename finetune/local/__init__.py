@@ -1,0 +1,1 @@
+"""The local fine-tuning backend: training and answering with an open-weights model on this machine."""
