@@ -40,6 +40,8 @@ from crawlers.crawl import crawl, project_settings, spider_for  # noqa: E402
 from crawlers.local_site import serve_folder  # noqa: E402
 
 BENCH_HTML = REPO.parent / "shared" / "bench-data" / "article-extraction-benchmark" / "html"
+MISSING_DATA = (f"skipped: no benchmark pages in {BENCH_HTML}; get them from "
+                "https://github.com/scrapinghub/article-extraction-benchmark (html/*.html.gz) and put them there")
 TARGET_RATIO = 1.5
 _BODY = re.compile(rb"<body[^>]*>", re.IGNORECASE)
 
@@ -135,6 +137,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each crawl; the best counts (default: 2)")
     parser.add_argument("--workers", type=int, default=None, help="crawl.extract_workers (default: the config's)")
     args = parser.parse_args()
+    if not any(BENCH_HTML.glob("*.html.gz")):
+        print(MISSING_DATA)
+        return 0
 
     with served_site(args.pages) as (base_url, total, root):
         print(f"site: {args.pages} pages, {total / 1e6:.1f} MB of HTML, served at {base_url}")

@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from crawlers.extract import extract
 
+    if not (args.data / "ground-truth.json").is_file():
+        print(f"skipped: benchmark data not found in {args.data}; get ground-truth.json and html/ from "
+              "https://github.com/scrapinghub/article-extraction-benchmark and pass --data DIR or put them there")
+        return 0
     pages = load_pages(args.data)
     print(f"{len(pages)} pages from {args.data}")
     extract("<html><body><p>warm-up</p></body></html>", "https://example.com/")  # imports, lazy models

@@ -1,7 +1,8 @@
 """A local fake of the OpenAI files, uploads, fine-tuning, models and chat-completions API.
 
 Tests point the real ``openai`` SDK at it (``base_url=fake.base_url``); request bodies are validated
-with jsonschema against the schemas in ``../shared/openai-api`` (beside the repository) plus the platform rules in its README.
+with jsonschema against ``tests/openai_schemas.json`` (the request, response and training-line schemas of the public
+OpenAI spec that the fake routes use, descriptions dropped) plus the platform rules of the fine-tuning guide.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import re
 import socket
@@ -31,14 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jsonschema
-import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
-# The schema lives in ../shared beside the repository (read-only, never copied in).
-SPEC_PATH = Path(os.environ.get(
-    "CRAWL2TUNE_OPENAI_SPEC",
-    Path(__file__).resolve().parents[2] / "shared" / "openai-api" / "openai-openapi-finetuning-extract.yaml",
-))
+SPEC_PATH = Path(__file__).with_name("openai_schemas.json")
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -164,7 +159,7 @@ def mask_key(key: str) -> str:
 @functools.lru_cache(maxsize=None)
 def _spec() -> dict[str, Any]:
     with SPEC_PATH.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return json.load(fh)
 
 
 def _components() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from conftest import chat, write_jsonl
 from dataset_state import guide_pages, make_config, page, write_pages
@@ -22,13 +21,13 @@ from transforms.tokens import TokenCounter
 from transforms.validate import validate_file
 
 GOLDEN = Path(__file__).parent / "golden"
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared" / "openai-api" / "openai-openapi-finetuning-extract.yaml"
+SCHEMA_FILE = Path(__file__).with_name("openai_schemas.json")
 GPT4O_MINI = lookup("gpt-4o-mini-2024-07-18")
 BABBAGE = lookup("babbage-002")
 
 
 def schema_validator(name: str):
-    spec = yaml.safe_load(SCHEMA_FILE.read_text(encoding="utf-8"))
+    spec = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     schema = dict(spec["x-training-input-schemas"][name]["schema"])
     schema["components"] = spec["components"]
     return jsonschema.Draft202012Validator(schema)
