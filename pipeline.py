@@ -374,7 +374,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     from crawlers.store import state_path
-    from transforms.review import ReviewError, apply_review, resolve
+    from transforms.approval import ReviewError, resolve
+    from transforms.decisions import apply_review
 
     config = _config(args)
     known = None
@@ -396,7 +397,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from crawlers.store import state_path
-    from transforms.review import approve, resolve
+    from transforms.approval import approve, resolve
 
     config = _config(args)
     version_dir = resolve(config, args.version)

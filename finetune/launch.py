@@ -22,7 +22,7 @@ from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, Remote
 from finetune.state import FinetuneState, JobRecord, Lineage
 from transforms import model_registry
 from transforms.build import datasets_root
-from transforms.review import is_approved
+from transforms.approval import check_approval
 from transforms.split import manifest_fraction
 from transforms.tokens import TokenCounter
 from transforms.validate import FORMATS, Report, validate_file
@@ -135,16 +135,8 @@ def check_dataset(config: Config, ds: Dataset) -> Checked:
         if problems:
             raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "
                           f"Details: `python pipeline.py validate {ds.test} --model {spec.name}`")
-    _check_approval(config, ds)
+    check_approval(config, ds.dir, ds.label)
     return Checked(spec, train, test, warnings)
-
-
-def _check_approval(config: Config, ds: Dataset) -> None:
-    """With finetune.require_approval, only a version approved by a person (and unchanged since) goes out."""
-    if config.finetune.require_approval and not is_approved(config, ds.dir):
-        raise Refused(f"{ds.label} is not approved and finetune.require_approval is on; review "
-                      f"{ds.dir / 'report.html'}, then run `python pipeline.py approve {ds.version}`; "
-                      "nothing was uploaded")
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ def test_require_approval_refuses_an_unapproved_version_until_it_is_approved(pro
     assert "guide v0001 is not approved and finetune.require_approval is on" in err
     assert "python pipeline.py approve v0001" in err and project.fake.requests == []
 
-    from transforms.review import approve
+    from transforms.approval import approve
 
     approve(state_path(project.root / "out"), project.version)
     assert project.run("finetune") == 0

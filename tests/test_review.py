@@ -10,7 +10,7 @@ import pytest
 from dataset_state import guide_pages, make_config, page, write_pages
 from pipeline import main
 from transforms.build import build
-from transforms.review import NotApproved, is_approved, require_approved
+from transforms.approval import NotApproved, check_approval, is_approved
 
 
 @pytest.fixture
@@ -96,13 +96,14 @@ def test_a_mistyped_decision_is_refused_with_its_row(built, tmp_path, capsys):
 
 def test_approve_marks_a_version_and_a_changed_version_is_not_approved(built, tmp_path, capsys):
     config, result = built
+    gated = config.model_copy(update={"finetune": config.finetune.model_copy(update={"require_approval": True})})
     assert not is_approved(config, "v0001")
     with pytest.raises(NotApproved, match="python pipeline.py approve v0001"):
-        require_approved(config, "latest")
+        check_approval(gated, "latest")
     assert main(["approve", "v0001", "--config", str(tmp_path / "config.yaml")]) == 0
     assert "approved guide v0001" in capsys.readouterr().out
     assert is_approved(config, "v0001") and is_approved(config, "latest")
-    assert require_approved(config) == result.version_dir
+    assert check_approval(gated) == result.version_dir
     assert json.loads((result.version_dir / "approval.json").read_text("utf-8"))["version"] == "v0001"
     manifest = result.version_dir / "manifest.json"
     manifest.write_text(manifest.read_text("utf-8").replace('"test_fraction": 0.2', '"test_fraction": 0.3'), "utf-8")

@@ -21,13 +21,15 @@ from configs import Config
 from crawlers.store import PageStore, state_path
 from transforms import estimate, model_registry
 from transforms.compose import ComposeExamples
+from transforms.decisions import ApplyDecisions, stored_decisions
 from transforms.dedup import Dedup
 from transforms.example import Example
 from transforms.filters import LanguageFilter, QualityFilter
 from transforms.formats import Format
 from transforms.pii import DropPII, PiiScanner, RedactPII
 from transforms.report import ReportCollector, render
-from transforms.review import ApplyDecisions, ReviewSheet, open_state, stored_decisions
+from transforms.review_sheet import ReviewSheet
+from transforms.review_state import open_state
 from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
 from transforms.stage import Stage, StageLog, run_stages
 from transforms.tokens import TokenCounter, count_messages
