@@ -3,11 +3,14 @@
 Precedence: byte-order mark, charset in the HTTP Content-Type header, ``<meta>`` / XML declaration,
 then detection. Labels go through w3lib, which maps them to the WHATWG supersets real pages need
 (EUC-KR -> CP949, GB2312 -> GB18030, ISO-8859-1 -> windows-1252, Shift_JIS -> CP932, ...).
+The text comes without the XML declaration of an XHTML page: it names the bytes' encoding, which the text no
+longer has, and lxml refuses to parse a str that declares one.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Iterator
 
 import charset_normalizer
@@ -22,6 +25,7 @@ from w3lib.encoding import (
 # valid non-ASCII UTF-8 declared as one of them is a UTF-8 page behind a server's default header.
 _SINGLE_BYTE_PREFIXES = ("cp125", "iso8859", "latin", "mac_", "koi8", "cp874", "ascii")
 _NEAR_TIE = 0.1  # difference in charset-normalizer's "chaos" (mess) ratio
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml\s[^>]*>")
 
 
 def decode_html(body: bytes, content_type: str | None) -> str:
@@ -32,7 +36,12 @@ def decode_html(body: bytes, content_type: str | None) -> str:
     UTF-8, then charset-normalizer's guess. One exception to declaration order: a body declared as a
     single-byte code page (often just a server's ISO-8859-1 default) that is valid non-ASCII UTF-8 is
     read as UTF-8. Undecodable bytes are replaced only when every strict attempt has failed.
+    A leading XML declaration is removed (see the module's docstring).
     """
+    return _XML_DECLARATION.sub("", _decode(body, content_type), count=1)
+
+
+def _decode(body: bytes, content_type: str | None) -> str:
     if not body:
         return ""
     bom_encoding, bom = read_bom(body)

@@ -53,26 +53,35 @@ def process_page(
     """Decode `body` (see `crawlers.encoding`), extract its main content and its in-scope outlinks.
 
     Links are taken from our decoding of the page, not Scrapy's guess, which reads an undeclared EUC-KR
-    page as something else and would follow garbled Korean URLs.
+    page as something else and would follow garbled Korean URLs. Raises `UnparsablePage` for a page lxml
+    cannot parse.
     """
     from crawlers.extract import extract  # see _warm_up
 
     html = decode_html(body, content_type)
-    page = extract(html, url, content_selector=content_selector, category_selector=category_selector)
-    links: list[str] = []
-    share = 0.0
     tree = _parse(html)
-    if tree is not None:
-        links = page_links(tree, url, rules)
-        share = _link_share(page.text, link_words(tree))
-    return PageContent(page, links, share)
+    page = extract(html, url, content_selector=content_selector, category_selector=category_selector)
+    if tree is None:
+        return PageContent(page)
+    return PageContent(page, page_links(tree, url, rules), _link_share(page.text, link_words(tree)))
+
+
+class UnparsablePage(ValueError):
+    """lxml could not parse the page, so its links are unknown: the page is dropped with this reason, not
+    stored as a page without links (which would end the crawl of its part of the site there)."""
+
+    reason = "unparsable"
 
 
 def _parse(html: str) -> etree._Element | None:
+    """The page's tree for its links; None for a page without markup (only whitespace or comments), which
+    has no links and no text either."""
     try:
         return lxml.html.document_fromstring(html)
-    except (etree.ParserError, ValueError):  # empty or not HTML at all: no links
+    except etree.ParserError:  # "Document is empty"
         return None
+    except (ValueError, etree.LxmlError) as err:
+        raise UnparsablePage(f"lxml cannot parse the page: {err}") from err
 
 
 def _link_share(text: str, link_text: str) -> float:

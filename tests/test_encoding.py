@@ -113,3 +113,12 @@ def test_empty_body_is_empty_text():
 def test_non_text_codec_labels_are_ignored(label):
     page = "<p>한국어</p>"
     assert decode_html(page.encode("utf-8"), f"text/html; charset={label}") == page
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "euc-kr"])
+def test_xml_declaration_names_the_encoding_and_is_removed_from_the_text(encoding):
+    # lxml refuses a str that declares an encoding; the text no longer has one
+    declaration = f'<?xml version="1.0" encoding="{encoding}" standalone="no"?>\n'
+    page = '<html xmlns="http://www.w3.org/1999/xhtml"><body><p>레이어 대화상자</p></body></html>'
+    assert decode_html((declaration + page).encode(encoding), None) == "\n" + page
+    assert decode_html(page.encode(encoding), None).startswith("<html")

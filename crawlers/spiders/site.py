@@ -195,10 +195,10 @@ class SiteSpider(scrapy.Spider):
                 response.body, content_type, response.url, self.rules,
                 self.source.content_selector, self.source.category_selector,
             )
-        except Exception:  # a page the extractor cannot handle is one dropped page, not a failed crawl
+        except Exception as err:  # a page the extractor cannot handle is one dropped page, not a failed crawl
             self.logger.warning("extraction failed for %s", response.url, exc_info=True)
-            yield FetchedPage(self.source.name, fetched, fetched, response.status, reason="extraction_error",
-                              **validators)
+            yield FetchedPage(self.source.name, fetched, fetched, response.status,
+                              reason=getattr(err, "reason", "extraction_error"), **validators)
             return
         url = self.document_url(content.page.canonical_url, fetched)
         title = content.page.title or url
