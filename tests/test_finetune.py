@@ -449,13 +449,14 @@ def test_api_key_never_appears_in_output_files_or_errors(project, capsys, monkey
             assert key.encode() not in path.read_bytes(), path
 
 
-def test_readme_documents_every_finetune_key_and_every_jobs_verb():
+def test_docs_document_every_finetune_key_and_every_jobs_verb():
     import argparse
 
     from configs import EvaluationConfig, FinetuneConfig
     from pipeline import parser
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]  # the front page (its commands table), then docs/
+    readme = "\n".join(p.read_text(encoding="utf-8") for p in [root / "README.md", *sorted(root.glob("docs/*.md"))])
     for name in set(FinetuneConfig.model_fields) - {"evaluation", "require_approval"}:  # the latter: review's
         assert f"`finetune.{name}`" in readme, name
     for name in EvaluationConfig.model_fields:
