@@ -363,7 +363,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     config = _config(args)
     done = export(config, args.format, dataset=args.dataset, out=Path(args.out) if args.out else None)
-    say(f"exported {done.source.name} {done.source.version} for {args.format}: train {done.count('train')}, test "
+    say(f"exported {done.source.dataset.name} {done.source.dataset.version} for {args.format}: train {done.count('train')}, test "
         f"{done.count('test')} examples → {_relative(done.dir)}/ ({', '.join(done.files)})")
     say(f"  trained: {done.trained}; round trip checked: read back as {args.format} reads it, every conversation "
         "and its trained turns match the version")
@@ -380,7 +380,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     config = _config(args)
     known = None
     try:
-        latest = resolve(config, "latest")
+        latest = resolve(config, "latest").dir
         with open(latest / "metadata.jsonl", "rb") as f:
             known = [json.loads(line)["example_id"] for line in f]
     except ReviewError:
@@ -400,10 +400,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from transforms.approval import approve, resolve
 
     config = _config(args)
-    version_dir = resolve(config, args.version)
-    record = approve(state_path(config.output_dir), version_dir)
-    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
-    c = manifest["counts"]
+    version = resolve(config, args.version)
+    record = approve(state_path(config.output_dir), version.dir)
+    c = version.manifest.counts
     say(f"approved {record['dataset']} {record['version']}: {c['train']} train / {c['test']} test examples, "
         f"manifest sha256 {record['manifest_sha256'][:12]}… (by {record['approved_by'] or 'unknown'})")
     return 0

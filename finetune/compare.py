@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Callable
 
 from configs import Config, ConfigError, with_fraction
-from finetune.launch import Dataset, Launched, launch, resolve_dataset
+from finetune.launch import Launched, launch, resolve_dataset
 from finetune.state import Comparison, FinetuneState
 from ops.run import build_counts, recorded
 from transforms.build import build
+from transforms.version import DatasetVersion
 
 Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class FractionRun:
-    evaluate_on: Dataset  # the full version: its test split scores every model
+    evaluate_on: DatasetVersion  # the full version: its test split scores every model
     launched: dict[float, Launched]
     comparison: Comparison
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from configs import EvaluationConfig, SamplingConfig
 from finetune.backend import Backend, ChatReply, Refused
-from finetune.launch import Dataset
+from transforms.version import DatasetVersion
 
 _WORD = re.compile(r"\w+")
 
@@ -62,7 +62,7 @@ class Question:
         return next((_text(m.get("content")) for m in reversed(self.prompt) if m.get("role") == "user"), "")
 
 
-def load_questions(ds: Dataset, limit: int | None = None) -> list[Question]:
+def load_questions(ds: DatasetVersion, limit: int | None = None) -> list[Question]:
     if not ds.test.is_file() or ds.test.stat().st_size == 0:
         raise Refused(f"the test split of {ds.label} is empty: nothing to evaluate; raise dataset.test_fraction "
                       "and rebuild with `python pipeline.py build`")
@@ -117,7 +117,7 @@ def sampling_warnings(sampling: SamplingConfig) -> list[str]:
 
 @dataclass
 class Evaluation:
-    dataset: Dataset
+    dataset: DatasetVersion
     models: dict[str, str]  # label (the column: "base", "tuned", "step 80", "fraction 0.5") -> model name
     settings: EvaluationConfig
     rows: list[dict[str, Any]]
@@ -147,7 +147,7 @@ def _slug(*parts: str) -> str:
     return slug
 
 
-def output_dir(ds: Dataset, names: Sequence[str], sampling: SamplingConfig) -> Path:
+def output_dir(ds: DatasetVersion, names: Sequence[str], sampling: SamplingConfig) -> Path:
     """`<version>/evaluations/<last>--vs--…--vs--<first>[--<setting>-<value>…]`: the subject first (the tuned
     model before its base, the final model before its checkpoints, which are named by their suffix), and every
     sampling setting that is not at its default, so runs do not overwrite each other."""
@@ -157,7 +157,7 @@ def output_dir(ds: Dataset, names: Sequence[str], sampling: SamplingConfig) -> P
     return ds.dir / "evaluations" / _slug("--vs--".join([subject, *others]), *changed)
 
 
-def compare_models(backend: Backend, ds: Dataset, models: Mapping[str, str] | Sequence[str],
+def compare_models(backend: Backend, ds: DatasetVersion, models: Mapping[str, str] | Sequence[str],
                    settings: EvaluationConfig | None = None, *, out: Path | None = None,
                    on_answer: Callable[[int, int], None] = lambda done, total: None) -> Evaluation:
     """Ask every model the same test questions of `ds` and score their answers side by side.
@@ -244,7 +244,7 @@ class Sweep:
     html: Path
 
 
-def sweep(backend: Backend, ds: Dataset, models: Mapping[str, str] | Sequence[str], settings: EvaluationConfig,
+def sweep(backend: Backend, ds: DatasetVersion, models: Mapping[str, str] | Sequence[str], settings: EvaluationConfig,
           param: str, values: Sequence[float], *,
           on_answer: Callable[[int, int], None] = lambda done, total: None) -> Sweep:
     """One `compare_models` per value of the sampling setting `param`, everything else as in `settings`.

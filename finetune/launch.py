@@ -23,52 +23,23 @@ from finetune.state import FinetuneState, JobRecord, Lineage
 from transforms import model_registry
 from transforms.build import datasets_root
 from transforms.approval import check_approval
-from transforms.split import manifest_fraction
 from transforms.tokens import TokenCounter
 from transforms.validate import FORMATS, Report, validate_file
-from transforms.write import resolve_version, sha256_file, write_json_atomic
+from transforms.version import DatasetVersion, resolve, write_json_atomic
+from transforms.write import sha256_file
 
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """One dataset version on disk, as `finetune` and `evaluate` use it."""
-
-    dir: Path
-    name: str
-    version: str
-    manifest: dict[str, Any]
-
-    @property
-    def train(self) -> Path:
-        return self.dir / "train.jsonl"
-
-    @property
-    def test(self) -> Path:
-        return self.dir / "test.jsonl"
-
-    @property
-    def fraction(self) -> float:
-        return manifest_fraction(self.manifest)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} {self.version}" + (f" (fraction {self.fraction:g})" if self.fraction < 1 else "")
-
-
-def resolve_dataset(config: Config, which: str = "latest") -> Dataset:
+def resolve_dataset(config: Config, which: str = "latest") -> DatasetVersion:
     """'latest', a version name ('v0003') or a version folder."""
     root = datasets_root(config)
-    found = resolve_version(root, which)
-    if found is None or not (found / "train.jsonl").is_file():
+    found = resolve(root, which)
+    if found is None or not found.train.is_file():
         where = f"{root}/{which}" if which != "latest" and not Path(which).is_absolute() else which
         raise Refused(f"no dataset version with a train.jsonl at {where}; build one with "
                       "`python pipeline.py build` or pass --dataset DIR|latest")
-    found = found.resolve()
-    manifest_path = found / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    return Dataset(found, manifest.get("dataset") or found.parent.name, manifest.get("version") or found.name, manifest)
+    return found
 
 
 @dataclass
@@ -89,7 +60,7 @@ def _summary(report: Report, *, skip: tuple[str, ...] = ()) -> str:
     return "; ".join(parts)
 
 
-def check_dataset(config: Config, ds: Dataset) -> Checked:
+def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     """Every local refusal; returns the validation reports and warnings when the dataset may be sent."""
     local = config.finetune.provider == "local"
     if local and model_registry.base_of(config.model):
@@ -106,12 +77,12 @@ def check_dataset(config: Config, ds: Dataset) -> Checked:
     if config.finetune.provider == "openai" and on >= model_registry.NEW_JOBS_END:
         raise Refused(f"OpenAI accepts no new fine-tuning jobs since {model_registry.NEW_JOBS_END.isoformat()}; "
                       "the dataset stays usable with another backend")
-    built_for = ds.manifest.get("model")
+    built_for = ds.manifest.model
     if built_for and built_for != spec.name:
         warnings.append(f"{ds.label} was built for {built_for}; checking it against {spec.name}'s limits")
     counter = TokenCounter(spec.encoding)
     epochs = config.finetune.n_epochs if config.finetune.n_epochs != "auto" else None
-    fmt = ds.manifest.get("format") if ds.manifest.get("format") in FORMATS else None
+    fmt = ds.manifest.format if ds.manifest.format in FORMATS else None
     train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt)
     if train.format == "preference":
         raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
@@ -148,7 +119,7 @@ class Upload:
 
 @dataclass
 class Launched:
-    dataset: Dataset
+    dataset: DatasetVersion
     checked: Checked
     job: Job
     uploads: list[Upload]
@@ -162,7 +133,7 @@ def job_placeholder(record: JobRecord) -> Job:
                fine_tuned_model=record.fine_tuned_model)
 
 
-def job_request(config: Config, ds: Dataset, spec: model_registry.ModelSpec) -> dict[str, Any]:
+def job_request(config: Config, ds: DatasetVersion, spec: model_registry.ModelSpec) -> dict[str, Any]:
     """The request apart from file ids, as stored with the job and hashed to recognise a repeat.
 
     The hyperparameters go where today's job API takes them for every model, babbage-002 and davinci-002
@@ -196,7 +167,7 @@ def lineage_of(config: Config, spec: model_registry.ModelSpec, state: FinetuneSt
     return Lineage(spec.name, parent_model=config.model, parent_job_id=parent.job_id if parent else None)
 
 
-def write_lineage(ds: Dataset, job: Job, lineage: Lineage, state: FinetuneState) -> Path:
+def write_lineage(ds: DatasetVersion, job: Job, lineage: Lineage, state: FinetuneState) -> Path:
     """`<version>/finetune/<job id>/lineage.json` (the folder the job's results go to): beside the data the job
     was trained on, never inside the version's manifest, which is written once at build time and whose sha256
     an approval is bound to."""

@@ -16,7 +16,7 @@ from fake_openai import BASE_MODEL_REPLY
 from finetune.backend import ApiError, Backend, ChatReply
 from configs import EvaluationConfig, SamplingConfig
 from finetune.evaluate import compare_models, similarity
-from finetune.launch import Dataset
+from transforms.version import DatasetVersion
 from test_finetune import fake, project, the_job  # noqa: F401  (shared fixtures)
 
 
@@ -117,7 +117,7 @@ class StubBackend(Backend):
     list_checkpoints = download_result = delete_model = None
 
 
-def write_dataset(root: Path, rows: list[tuple[str, str]]) -> Dataset:
+def write_dataset(root: Path, rows: list[tuple[str, str]]) -> DatasetVersion:
     version = root / "datasets" / "guide" / "v0001"
     version.mkdir(parents=True)
     with open(version / "test.jsonl", "w", encoding="utf-8") as f:
@@ -125,7 +125,7 @@ def write_dataset(root: Path, rows: list[tuple[str, str]]) -> Dataset:
             f.write(json.dumps({"messages": [{"role": "user", "content": question},
                                              {"role": "assistant", "content": answer}]}, ensure_ascii=False) + "\n")
     (version / "train.jsonl").write_text("", encoding="utf-8")
-    return Dataset(version, "guide", "v0001", {})
+    return DatasetVersion(dir=version)
 
 
 def test_report_escapes_crawled_text_and_model_answers(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 from base.errors import Crawl2TuneError
 from transforms.build import datasets_root
 from transforms.review_state import ReviewError, now, open_state
-from transforms.write import resolve_version
+from transforms.version import DatasetVersion, read_manifest, resolve as resolve_version
 
 
 class NotApproved(Crawl2TuneError, RuntimeError):
@@ -27,8 +27,8 @@ def manifest_sha256(version_dir: Path) -> str:
 def approve(state: Path, version_dir: Path, by: str | None = None) -> dict[str, Any]:
     """Record the approval of a version in the state and beside it (approval.json); returns the record."""
     version_dir = Path(version_dir)
-    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
-    record = {"dataset": manifest["dataset"], "version": manifest["version"],
+    manifest = read_manifest(version_dir)
+    record = {"dataset": manifest.dataset, "version": manifest.version,
               "manifest_sha256": manifest_sha256(version_dir), "approved_at": now(),
               "approved_by": by or _user()}
     with closing(open_state(state)) as db:
@@ -51,22 +51,21 @@ def approval_of(state: Path, version_dir: Path) -> dict[str, Any] | None:
     version_dir = Path(version_dir)
     if not Path(state).exists() or not (version_dir / "manifest.json").exists():
         return None
-    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(version_dir)
     with closing(open_state(state)) as db:
         row = db.execute("SELECT manifest_sha256, approved_at, approved_by FROM approvals "
-                         "WHERE dataset = ? AND version = ?", (manifest.get("dataset"), manifest.get("version"))
-                         ).fetchone()
+                         "WHERE dataset = ? AND version = ?", (manifest.dataset, manifest.version)).fetchone()
     if row is None or row[0] != manifest_sha256(version_dir):
         return None
-    return {"dataset": manifest["dataset"], "version": manifest["version"], "manifest_sha256": row[0],
+    return {"dataset": manifest.dataset, "version": manifest.version, "manifest_sha256": row[0],
             "approved_at": row[1], "approved_by": row[2]}
 
 
-def resolve(config: Any, version: str | Path = "latest") -> Path:
-    """The folder of `version` ('v0003', 'latest' or a path) of the config's dataset; raises ReviewError."""
+def resolve(config: Any, version: str | Path = "latest") -> DatasetVersion:
+    """`version` ('v0003', 'latest' or a path) of the config's dataset, with its manifest; raises ReviewError."""
     root = datasets_root(config)
-    found = resolve_version(root, str(version))
-    if found is None or not (found / "manifest.json").exists():
+    found = resolve_version(root, version)
+    if found is None or not found.manifest_path.exists():
         raise ReviewError(f"no dataset version {version!r} under {root}; run `python pipeline.py build` first "
                           "or name one of the v000N folders there")
     return found
@@ -77,7 +76,7 @@ def is_approved(config: Any, version: str | Path = "latest") -> bool:
     from crawlers.store import state_path
 
     try:
-        version_dir = resolve(config, version)
+        version_dir = resolve(config, version).dir
     except ReviewError:
         return False
     return approval_of(state_path(config.output_dir), version_dir) is not None
@@ -86,7 +85,7 @@ def is_approved(config: Any, version: str | Path = "latest") -> bool:
 def check_approval(config: Any, version: str | Path = "latest", label: str | None = None) -> Path:
     """The version's folder; with finetune.require_approval, raises NotApproved (with the command to run) unless
     a person approved exactly this version."""
-    version_dir = resolve(config, version)
+    version_dir = resolve(config, version).dir
     if config.finetune.require_approval and not is_approved(config, version_dir):
         raise NotApproved(
             f"{label or config.dataset.name + ' ' + version_dir.name} is not approved and finetune.require_approval "

@@ -34,7 +34,8 @@ from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
 from transforms.stage import Stage, StageLog, run_stages
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import MIN_EXAMPLES, check_example
-from transforms.write import DatasetWriter, resolve_version
+from transforms.version import resolve
+from transforms.write import DatasetWriter
 from base.errors import Crawl2TuneError
 
 
@@ -181,11 +182,11 @@ def build(config: Config) -> BuildResult:
             quality = collector.quality_summary()
             hashes = out.file_hashes()
             digest = config_hash(config)
-            latest = resolve_version(root)
+            latest = resolve(root)
             same = out.find_same(hashes, digest) if subset else latest if out.same_as(latest, hashes, digest) else None
             if same is not None:
-                manifest = _read_manifest(same)
-                return BuildResult(same, manifest, unchanged=True, warnings=warnings, quality=quality)
+                return BuildResult(same.dir, same.manifest.model_dump(mode="json"), unchanged=True, warnings=warnings,
+                                   quality=quality)
             dropped: Counter = Counter()
             for log in logs:
                 dropped.update(log.dropped)
@@ -229,7 +230,7 @@ def build(config: Config) -> BuildResult:
                 "files": hashes,
             }
             del all_tokens
-            diff = collector.diff(latest)
+            diff = collector.diff(latest.dir if latest else None)
 
             def publish(folder: Path, manifest: dict[str, Any]) -> list[str]:
                 page = render(manifest, collector, out.tokens, diff)
@@ -243,6 +244,3 @@ def build(config: Config) -> BuildResult:
             split_db.close()
     return BuildResult(version, manifest, unchanged=False, warnings=warnings, quality=quality)
 
-
-def _read_manifest(version: Path) -> dict[str, Any]:
-    return json.loads((version / "manifest.json").read_text(encoding="utf-8"))

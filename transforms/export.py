@@ -26,11 +26,11 @@ from typing import Any, Callable, Iterable
 import yaml
 
 from transforms.build import datasets_root
-from transforms.write import jsonl, resolve_version, sha256_file
+from transforms.version import SPLITS, DatasetVersion, resolve
+from transforms.write import jsonl, sha256_file
 from base.errors import Crawl2TuneError
 
 FORMATS = ("trl", "axolotl", "llama-factory", "hf-dataset")
-SPLITS = ("train", "test")
 ROLES = ("system", "user", "assistant")
 
 Turn = tuple[str, str, bool | None]  # role, content, trained (None for what is never trained)
@@ -58,10 +58,7 @@ def conversation(messages: list[dict[str, Any]]) -> Conversation:
 
 @dataclass(frozen=True)
 class Source:
-    dir: Path
-    name: str
-    version: str
-    manifest: dict[str, Any]
+    dataset: DatasetVersion
     splits: dict[str, list[dict[str, Any]]]  # split -> the lines' objects, in order
 
     def conversations(self, split: str) -> list[Conversation]:
@@ -73,13 +70,11 @@ class Source:
 
 
 def read_source(root: Path, which: str) -> Source:
-    found = resolve_version(root, which)
-    if found is None or not (found / "train.jsonl").is_file():
+    version = resolve(root, which)
+    if version is None or not version.train.is_file():
         raise ExportError(f"no dataset version with a train.jsonl at {which if Path(which).is_absolute() else root / which}; "
                           "build one with `python pipeline.py build` or pass --dataset DIR|latest")
-    found = found.resolve()
-    manifest_path = found / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    found = version.dir
     splits: dict[str, list[dict[str, Any]]] = {}
     for split in SPLITS:
         path = found / f"{split}.jsonl"
@@ -98,8 +93,7 @@ def read_source(root: Path, which: str) -> Source:
         splits[split] = rows
     if not splits["train"]:
         raise ExportError(f"{found / 'train.jsonl'} holds no example; nothing to export")
-    return Source(found, manifest.get("dataset") or found.parent.name, manifest.get("version") or found.name,
-                  manifest, splits)
+    return Source(version, splits)
 
 
 def _check_exportable(row: Any, path: Path, n: int) -> None:
@@ -230,9 +224,9 @@ def write_axolotl(source: Source, out: Path, context: dict[str, Any]) -> Written
     config.update({"chat_template": "tokenizer_default", "datasets": [entry("train")]})
     if "test" in source.present:
         config["test_datasets"] = [entry("test")]
-    config.update({"sequence_len": context["max_seq_length"], "output_dir": f"./outputs/{source.name}-{source.version}"})
+    config.update({"sequence_len": context["max_seq_length"], "output_dir": f"./outputs/{source.dataset.name}-{source.dataset.version}"})
     header = textwrap.dedent(f"""\
-        # Axolotl config for {source.name} {source.version}, written by `python pipeline.py export --format axolotl`.
+        # Axolotl config for {source.dataset.name} {source.dataset.version}, written by `python pipeline.py export --format axolotl`.
         # message_field_training: weight trains each assistant message unless its `weight` is 0, as OpenAI does.
         # {'Check' if context.get('base_model') else 'Set'} base_model and add your training settings (adapter, lora_*, num_epochs,
         # micro_batch_size, learning_rate…), then: axolotl train {final / 'axolotl.yaml'}
@@ -263,7 +257,7 @@ def read_axolotl(out: Path, split: str) -> list[Conversation]:
 
 
 def _lf_name(source: Source, split: str) -> str:
-    return f"{source.name}_{source.version}_{split}"
+    return f"{source.dataset.name}_{source.dataset.version}_{split}"
 
 
 def write_llama_factory(source: Source, out: Path, context: dict[str, Any]) -> Written:
@@ -291,9 +285,9 @@ def write_llama_factory(source: Source, out: Path, context: dict[str, Any]) -> W
     if "test" in source.present:
         train["eval_dataset"] = _lf_name(source, "test")
     train.update({"cutoff_len": context["max_seq_length"], "mask_history": last,
-                  "output_dir": f"./outputs/{source.name}-{source.version}"})
+                  "output_dir": f"./outputs/{source.dataset.name}-{source.dataset.version}"})
     header = textwrap.dedent(f"""\
-        # LLaMA-Factory config for {source.name} {source.version}, written by `python pipeline.py export --format llama-factory`.
+        # LLaMA-Factory config for {source.dataset.name} {source.dataset.version}, written by `python pipeline.py export --format llama-factory`.
         # mask_history: {str(last).lower()} trains {'only the last assistant message' if last else 'every assistant message'}, as the dataset's weights say.
         # {'Check' if context.get('base_model') else 'Set'} model_name_or_path, set `template` to your model's (qwen, llama3, …) and add your
         # training settings, then: llamafactory-cli train {final / 'llamafactory.yaml'}
@@ -364,13 +358,13 @@ def write_hf_dataset(source: Source, out: Path, context: dict[str, Any]) -> Writ
         {"split": split, "path": f"data/{split}-*.parquet"} for split in source.present]}]}
     (out / "README.md").write_text(
         "---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n\n"
-        f"# {source.name} {source.version}\n\nChat fine-tuning examples built by crawl2tune from crawled "
+        f"# {source.dataset.name} {source.dataset.version}\n\nChat fine-tuning examples built by crawl2tune from crawled "
         "documentation. Each row holds `messages` (role, content, weight); an assistant message is trained unless "
         "its `weight` is 0 (a missing weight means 1).\n", encoding="utf-8")
     final = context["final"]
     return Written(files + ["README.md"], "every assistant message without weight 0 (the `weight` column)",
                    [f"ds = datasets.load_dataset({str(final)!r})",
-                    f"huggingface-cli upload <you>/{source.name} {final} --repo-type dataset  (to share it on the hub)"])
+                    f"huggingface-cli upload <you>/{source.dataset.name} {final} --repo-type dataset  (to share it on the hub)"])
 
 
 def read_hf_dataset(out: Path, split: str) -> list[Conversation]:
@@ -428,7 +422,7 @@ def export(config: Any, fmt: str, *, dataset: str = "latest", out: Path | None =
     if fmt not in WRITERS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     source = read_source(datasets_root(config), dataset)
-    final = Path(out).resolve() if out else source.dir / "exports" / fmt
+    final = Path(out).resolve() if out else source.dataset.dir / "exports" / fmt
     if final.exists() and not (final / "export.json").is_file() and (not final.is_dir() or any(final.iterdir())):
         raise ExportError(f"{final} exists and is not an earlier export (it has no export.json); pass --out a new or "
                           "empty folder, nothing was written")
@@ -442,10 +436,10 @@ def export(config: Any, fmt: str, *, dataset: str = "latest", out: Path | None =
         for split in source.present:
             problem = _differs(source.conversations(split), read(tmp, split))
             if problem:
-                raise ExportError(f"the {fmt} export of {source.name} {source.version} does not read back as the "
+                raise ExportError(f"the {fmt} export of {source.dataset.name} {source.dataset.version} does not read back as the "
                                   f"version: {split}.jsonl {problem}; nothing was published")
         record = {
-            "format": fmt, "dataset": source.name, "version": source.version, "source": str(source.dir),
+            "format": fmt, "dataset": source.dataset.name, "version": source.dataset.version, "source": str(source.dataset.dir),
             "counts": {s: len(source.splits[s]) for s in SPLITS},
             "files": {name: sha256_file(tmp / name) for name in written.files},
             "trained": written.trained,

@@ -11,15 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
 
 from base.errors import Crawl2TuneError
+from transforms.formats import Format
 
 NEW_JOBS_END = date(2027, 1, 6)  # OpenAI accepts no new fine-tuning jobs from this day on
 WARN_DAYS = 60
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
-
-Format = Literal["chat", "prompt_completion"]
 
 
 @dataclass(frozen=True)

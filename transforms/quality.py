@@ -19,12 +19,12 @@ import numpy as np
 
 from configs import QualityConfig
 from transforms.example import Example
+from transforms.version import SPLITS
 
 REFUSAL_WINDOW = 200  # a refusal says so at once; reading further costs time on long answers and finds quotes
 SAMPLES = 5  # examples listed per finding
 GROUPS = 5  # repeated texts listed
 EXCERPT = 120
-SPLITS = ("train", "test")
 
 Structure = tuple[str, ...]  # the roles of an example's messages in order, "assistant(weight)" with a weight key
 

@@ -10,9 +10,7 @@ experiments, gets a version number but leaves `latest` alone). An interrupted bu
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import shutil
 import tempfile
 from array import array
@@ -25,10 +23,9 @@ from crawlers.document import Document
 from transforms.example import Example
 from transforms.formats import Format
 from transforms.stage import Dropped
+from transforms.version import SPLITS, DatasetVersion, read_manifest, versions, write_manifest
 
-SPLITS = ("train", "test")
 DATA_FILES = ("train.jsonl", "test.jsonl", "metadata.jsonl", "documents.jsonl", "dropped.jsonl")
-_VERSION = re.compile(r"^v(\d{4,})$")
 
 
 def jsonl(obj: Any) -> bytes:
@@ -42,28 +39,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def versions(root: Path) -> list[Path]:
-    found = [p for p in root.glob("v*") if p.is_dir() and _VERSION.match(p.name)]
-    return sorted(found, key=lambda p: int(p.name[1:]))
-
-
-def resolve_version(root: Path, which: str = "latest") -> Path | None:
-    """A version folder by name ('v0003'), 'latest', or a path; None when there is none."""
-    if which == "latest":
-        link = root / "latest"
-        return (root / os.readlink(link)) if link.is_symlink() else (versions(root) or [None])[-1]
-    path = Path(which)
-    if path.is_dir():
-        return path
-    return root / which if (root / which).is_dir() else None
 
 
 class DatasetWriter:
@@ -128,17 +103,19 @@ class DatasetWriter:
             f.flush()
         return {name: sha256_file(self.tmp / name) for name in DATA_FILES}
 
-    def same_as(self, version: Path | None, hashes: dict[str, str], config_hash: str) -> bool:
+    @staticmethod
+    def same_as(version: DatasetVersion | None, hashes: dict[str, str], config_hash: str) -> bool:
         """Same data files and config as `version` (the report and review sheet are views, not data)."""
-        if version is None or not (version / "manifest.json").exists():
+        if version is None or not version.manifest_path.exists():
             return False
-        old = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
-        old_files = {name: digest for name, digest in (old.get("files") or {}).items() if name in DATA_FILES}
-        return old_files == hashes and old.get("config_hash") == config_hash
+        old = version.manifest
+        old_files = {name: digest for name, digest in old.files.items() if name in DATA_FILES}
+        return old_files == hashes and old.config_hash == config_hash
 
-    def find_same(self, hashes: dict[str, str], config_hash: str) -> Path | None:
+    def find_same(self, hashes: dict[str, str], config_hash: str) -> DatasetVersion | None:
         """The newest version of any number with the same data files and config (a fraction build's reuse)."""
-        return next((v for v in reversed(versions(self.root)) if self.same_as(v, hashes, config_hash)), None)
+        candidates = (DatasetVersion(dir=v.resolve(), manifest=read_manifest(v)) for v in reversed(versions(self.root)))
+        return next((v for v in candidates if self.same_as(v, hashes, config_hash)), None)
 
     def commit(self, manifest: dict[str, Any],
                before_publish: Callable[[Path, dict[str, Any]], list[str]] | None = None, *,
@@ -158,7 +135,7 @@ class DatasetWriter:
             if before_publish is not None:
                 for name in before_publish(self.tmp, manifest):
                     manifest["files"][name] = sha256_file(self.tmp / name)
-            write_json_atomic(self.tmp / "manifest.json", manifest)
+            write_manifest(self.tmp, manifest)
             try:
                 os.rename(self.tmp, target)  # atomic; fails if a concurrent build took the number
                 break

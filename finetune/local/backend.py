@@ -49,7 +49,7 @@ def local_job_request(config: Any, ds: Any) -> dict[str, Any]:
     lora = ft.lora
     hp: dict[str, Any] = {
         "method": "lora" if lora.enabled else "full",
-        "n_epochs": ft.n_epochs if ft.n_epochs != "auto" else int(ds.manifest.get("n_epochs") or 3),
+        "n_epochs": ft.n_epochs if ft.n_epochs != "auto" else int(ds.manifest.n_epochs or 3),
         "batch_size": ft.batch_size if ft.batch_size != "auto" else 4,
         "learning_rate": ft.learning_rate if ft.learning_rate != "auto" else (2e-4 if lora.enabled else 2e-5),
         "max_seq_length": ft.max_seq_length,
