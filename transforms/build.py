@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from configs import Config
 from crawlers.store import PageStore, state_path
@@ -23,7 +23,6 @@ from transforms import estimate, model_registry
 from transforms.compose import ComposeExamples
 from transforms.decisions import ApplyDecisions, stored_decisions
 from transforms.dedup import Dedup
-from transforms.example import Example
 from transforms.filters import LanguageFilter, QualityFilter
 from transforms.formats import Format
 from transforms.pii import DropPII, PiiScanner, RedactPII
@@ -31,9 +30,9 @@ from transforms.report import ReportCollector, render
 from transforms.review_sheet import ReviewSheet
 from transforms.review_state import open_state
 from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
-from transforms.stage import Stage, StageLog, run_stages
+from transforms.stage import Stage, run_stages
 from transforms.tokens import TokenCounter, count_messages
-from transforms.validate import MIN_EXAMPLES, check_example
+from transforms.validate import MIN_EXAMPLES, CheckFormat
 from transforms.version import resolve
 from transforms.write import DatasetWriter
 from base.errors import Crawl2TuneError
@@ -41,23 +40,6 @@ from base.errors import Crawl2TuneError
 
 class BuildError(Crawl2TuneError, RuntimeError):
     """The dataset cannot be built from what is stored."""
-
-
-class CheckFormat(Stage):
-    """Every example must pass the same format checks `validate` applies to a file."""
-
-    name = "format"
-
-    def __init__(self, fmt: Format = "chat"):
-        self.fmt = fmt
-
-    def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
-        for example in examples:
-            errors = check_example(example.record(self.fmt), self.fmt)
-            if errors:
-                log.drop(example, "invalid_format", ", ".join(sorted(errors)))
-            else:
-                yield example
 
 
 @dataclass

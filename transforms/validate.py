@@ -26,7 +26,10 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal
 import orjson
 
 from transforms import estimate
+from transforms.example import Example
+from transforms.formats import Format
 from transforms.model_registry import ModelSpec
+from transforms.stage import Stage, StageLog
 from transforms.tokens import TokenCounter, chat_tokens, message_strings
 
 FileFormat = Literal["chat", "preference", "prompt_completion"]
@@ -491,3 +494,20 @@ def _lines_of(f: BinaryIO, size: int) -> Iterator[bytes]:
         size -= len(line)
         if size <= 0:
             return
+
+
+class CheckFormat(Stage):
+    """Every example must pass the same format checks `validate` applies to a file."""
+
+    name = "format"
+
+    def __init__(self, fmt: Format = "chat"):
+        self.fmt = fmt
+
+    def __call__(self, examples: Iterable[Example], log: StageLog) -> Iterator[Example]:
+        for example in examples:
+            errors = check_example(example.record(self.fmt), self.fmt)
+            if errors:
+                log.drop(example, "invalid_format", ", ".join(sorted(errors)))
+            else:
+                yield example
