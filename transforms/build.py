@@ -78,23 +78,30 @@ def _recounter(counter: TokenCounter, fmt: Format):
     return recount
 
 
-def build(config: Config) -> BuildResult:
-    """Build a new dataset version from the crawl state (or report that it equals the latest one)."""
-    spec, warnings = model_registry.check(config.model, hosted=config.finetune.provider != "local")
-    state = state_path(config.output_dir)
-    if not state.exists():
-        raise BuildError(f"no crawl state at {state}; run `python pipeline.py crawl` with this config first")
+@dataclass
+class Stages:
+    """The build's stages in order, over documents then examples, and the ones whose summaries the manifest keeps."""
+
+    documents: list[Stage]
+    examples: list[Stage]
+    pii: RedactPII | DropPII | None
+    review: ApplyDecisions
+    dedup: Dedup
+    subset: FractionSubset | None
+    split_db: Any  # the state's connection a stratified split keeps its assignments in, or None
+
+
+def stages(config: Config, spec: model_registry.ModelSpec, state: Path) -> Stages:
+    """The stages the config asks for: (documents) PII redaction, language filter; (examples) compose, quality
+    filters, review decisions, PII drop, dedup, split, fraction subset, format check."""
+    ds, fmt = config.dataset, spec.format
     counter = TokenCounter(spec.encoding)
-    ds = config.dataset
-    fmt: Format = spec.format
-    dedup = Dedup(ds.dedup.exact, ds.dedup.near_threshold, ds.dedup.shingle_chars, ds.dedup.num_perm)
     try:
         compose = ComposeExamples(counter, ds.system_prompt, ds.user_templates, config.token_limit,
                                   granularity=ds.granularity, questions=ds.questions_per_document,
                                   turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt)
     except ValueError as exc:
         raise BuildError(f"dataset: {exc} ({spec.name} takes {fmt} examples)") from None
-
     scanner = PiiScanner(ds.pii_kinds)
     pii = RedactPII(scanner) if ds.pii == "redact" else DropPII(scanner) if ds.pii == "drop" else None
     document_stages: list[Stage] = []
@@ -103,9 +110,9 @@ def build(config: Config) -> BuildResult:
     if ds.filters.languages:
         document_stages.append(LanguageFilter(ds.filters.languages))
 
-    decisions = stored_decisions(state, ds.name)
-    review = ApplyDecisions(decisions, _recounter(counter, fmt),
+    review = ApplyDecisions(stored_decisions(state, ds.name), _recounter(counter, fmt),
                             redact=(lambda text: scanner.redact(text)[0]) if ds.pii == "redact" else None)
+    dedup = Dedup(ds.dedup.exact, ds.dedup.near_threshold, ds.dedup.shingle_chars, ds.dedup.num_perm)
     split_db = open_state(state) if ds.stratify == "category" else None
     example_stages: list[Stage] = [
         compose,
@@ -124,94 +131,115 @@ def build(config: Config) -> BuildResult:
     if subset:  # after dedup and split: the full build's examples and sides, restricted (see FractionSubset)
         example_stages.append(subset)
     example_stages.append(CheckFormat(fmt))
+    return Stages(document_stages, example_stages, pii, review, dedup, subset, split_db)
 
+
+def _check_counts(config: Config, state: Path, out: DatasetWriter, st: Stages, warnings: list[str]) -> None:
+    """Refuse a build too small to fine-tune on; warn about an empty test split and unmatched decisions."""
+    ds = config.dataset
+    if out.documents == 0 and st.subset:
+        raise BuildError(f"no document falls in fraction {ds.fraction:g}; give a larger --fraction")
+    if out.documents == 0:
+        raise BuildError(f"the crawl state {state} holds no documents; run `python pipeline.py crawl` first")
+    n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
+    if n_train < MIN_EXAMPLES:
+        raise BuildError(
+            f"the train split would hold {n_train} examples, fewer than the {MIN_EXAMPLES} OpenAI "
+            "requires; crawl more pages, raise dataset.questions_per_document, use granularity: section, "
+            "or lower dataset.test_fraction"
+        )
+    if n_test == 0 and ds.test_fraction > 0:
+        warnings.append("the test split is empty; raise dataset.test_fraction or crawl more pages")
+    if st.review.summary()["unmatched"]:
+        warnings.append(f"{st.review.summary()['unmatched']} stored review decisions matched no example of "
+                        "this build (their pages or sections are gone or were dropped earlier)")
+
+
+def _manifest(config: Config, spec: model_registry.ModelSpec, out: DatasetWriter, st: Stages, logs: list,
+              **rest: Any) -> dict[str, Any]:
+    """manifest.json of the new version (`version` is set when it is published); `rest`: warnings, quality,
+    crawl, files and config_hash as they are."""
+    ds = config.dataset
+    n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
+    n_epochs = estimate.default_epochs(n_train)
+    billed = estimate.billed_tokens(out.tokens["train"], config.token_limit, n_epochs)
+    price = config.price_per_1m_tokens or spec.price_per_1m_training_tokens
+    dropped: Counter = Counter()
+    for log in logs:
+        dropped.update(log.dropped)
+    train_tokens, test_tokens = sum(out.tokens["train"]), sum(out.tokens["test"])
+    return {
+        "version": None,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": ds.name,
+        "model": spec.name,
+        "format": spec.format,
+        "config": config.model_dump(mode="json"),
+        "counts": {
+            "documents": out.documents,
+            "examples": n_train + n_test,
+            "train": n_train,
+            "test": n_test,
+            "dropped": dict(sorted(dropped.items())),
+            "review": {k: st.review.summary()[k] for k in ("excluded", "edited")},
+        },
+        "stages": {log.name: log.as_dict() for log in logs},
+        "tokens": {
+            "total": train_tokens + test_tokens,
+            "train": train_tokens,
+            "test": test_tokens,
+            "max_example": max(max(out.tokens["train"], default=0), max(out.tokens["test"], default=0)),
+            "limit": config.token_limit,
+        },
+        "n_epochs": n_epochs,
+        "billed_tokens": billed,
+        "estimated_cost_usd": estimate.cost_usd(billed, price),
+        "pii": st.pii.summary() if st.pii else {"mode": "off"},
+        "dedup": st.dedup.summary(),
+        "review": st.review.summary(),
+        "split": {"test_fraction": ds.test_fraction, "seed": ds.seed, "stratify": ds.stratify},
+        "fraction": {"value": ds.fraction, "documents_kept": out.documents,
+                     "examples_outside": st.subset.outside if st.subset else 0},
+        **rest,
+    }
+
+
+def build(config: Config) -> BuildResult:
+    """Build a new dataset version from the crawl state (or report that it equals the latest one): documents
+    through the stages into the writer, the counts checked, then published unless the latest version is the same."""
+    spec, warnings = model_registry.check(config.model, hosted=config.finetune.provider != "local")
+    state = state_path(config.output_dir)
+    if not state.exists():
+        raise BuildError(f"no crawl state at {state}; run `python pipeline.py crawl` with this config first")
+    st = stages(config, spec, state)
     root = datasets_root(config)
-    collector = ReportCollector(ds.quality)
+    collector = ReportCollector(config.dataset.quality)
     try:
-        with PageStore(state) as store, DatasetWriter(root, fmt) as out:
+        with PageStore(state) as store, DatasetWriter(root, spec.format) as out:
             def on_drop(drop) -> None:
                 out.dropped(drop)
                 collector.dropped(drop)
 
-            documents, document_logs = run_stages(store.documents(), document_stages, on_drop=on_drop)
-            examples, example_logs = run_stages(out.tap_documents(documents, subset.chosen if subset else None),
-                                                example_stages, on_drop=on_drop)
-            logs = document_logs + example_logs
+            documents, document_logs = run_stages(store.documents(), st.documents, on_drop=on_drop)
+            examples, example_logs = run_stages(out.tap_documents(documents, st.subset.chosen if st.subset else None),
+                                                st.examples, on_drop=on_drop)
             sheet = ReviewSheet(out.tmp / "review.csv")
             for example in examples:
                 collector.add(example, out.add(example))
                 sheet.add(example)
             sheet.flush()
-            if out.documents == 0 and subset:
-                raise BuildError(f"no document falls in fraction {ds.fraction:g}; give a larger --fraction")
-            if out.documents == 0:
-                raise BuildError(f"the crawl state {state} holds no documents; run `python pipeline.py crawl` first")
-            n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
-            if n_train < MIN_EXAMPLES:
-                raise BuildError(
-                    f"the train split would hold {n_train} examples, fewer than the {MIN_EXAMPLES} OpenAI "
-                    "requires; crawl more pages, raise dataset.questions_per_document, use granularity: section, "
-                    "or lower dataset.test_fraction"
-                )
-            if n_test == 0 and ds.test_fraction > 0:
-                warnings.append("the test split is empty; raise dataset.test_fraction or crawl more pages")
-            if review.summary()["unmatched"]:
-                warnings.append(f"{review.summary()['unmatched']} stored review decisions matched no example of "
-                                "this build (their pages or sections are gone or were dropped earlier)")
-            n_epochs = estimate.default_epochs(n_train)
-            billed = estimate.billed_tokens(out.tokens["train"], config.token_limit, n_epochs)
-            price = config.price_per_1m_tokens or spec.price_per_1m_training_tokens
+            _check_counts(config, state, out, st, warnings)
             quality = collector.quality_summary()
             hashes = out.file_hashes()
             digest = config_hash(config)
             latest = resolve(root)
-            same = out.find_same(hashes, digest) if subset else latest if out.same_as(latest, hashes, digest) else None
+            same = out.find_same(hashes, digest) if st.subset else latest if out.same_as(latest, hashes, digest) else None
             if same is not None:
                 return BuildResult(same.dir, same.manifest.model_dump(mode="json"), unchanged=True, warnings=warnings,
                                    quality=quality)
-            dropped: Counter = Counter()
-            for log in logs:
-                dropped.update(log.dropped)
-            all_tokens = list(out.tokens["train"]) + list(out.tokens["test"])
-            manifest = {
-                "version": None,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "dataset": ds.name,
-                "model": spec.name,
-                "format": fmt,
-                "config_hash": digest,
-                "config": config.model_dump(mode="json"),
-                "counts": {
-                    "documents": out.documents,
-                    "examples": n_train + n_test,
-                    "train": n_train,
-                    "test": n_test,
-                    "dropped": dict(sorted(dropped.items())),
-                    "review": {k: review.summary()[k] for k in ("excluded", "edited")},
-                },
-                "stages": {log.name: log.as_dict() for log in logs},
-                "tokens": {
-                    "total": sum(all_tokens),
-                    "train": sum(out.tokens["train"]),
-                    "test": sum(out.tokens["test"]),
-                    "max_example": max(all_tokens, default=0),
-                    "limit": config.token_limit,
-                },
-                "n_epochs": n_epochs,
-                "billed_tokens": billed,
-                "estimated_cost_usd": estimate.cost_usd(billed, price),
-                "pii": pii.summary() if pii else {"mode": "off"},
-                "dedup": dedup.summary(),
-                "review": review.summary(),
-                "split": {"test_fraction": ds.test_fraction, "seed": ds.seed, "stratify": ds.stratify},
-                "fraction": {"value": ds.fraction, "documents_kept": out.documents,
-                             "examples_outside": subset.outside if subset else 0},
-                "warnings": warnings,
-                "quality": quality,
-                "crawl": store.latest_crawls([s.name for s in config.sources]),  # per source: statuses, drops, changes
-                "files": hashes,
-            }
-            del all_tokens
+            manifest = _manifest(config, spec, out, st, document_logs + example_logs, config_hash=digest,
+                                 warnings=warnings, quality=quality,
+                                 crawl=store.latest_crawls([s.name for s in config.sources]), files=hashes)
             diff = collector.diff(latest.dir if latest else None)
 
             def publish(folder: Path, manifest: dict[str, Any]) -> list[str]:
@@ -219,10 +247,9 @@ def build(config: Config) -> BuildResult:
                 (folder / "report.html").write_text(page, encoding="utf-8")
                 return ["report.html", "review.csv"]
 
-            version = out.commit(manifest, publish, latest=subset is None)  # a subset never becomes `latest`
+            version = out.commit(manifest, publish, latest=st.subset is None)  # a subset never becomes `latest`
     finally:
         collector.close()
-        if split_db is not None:
-            split_db.close()
+        if st.split_db is not None:
+            st.split_db.close()
     return BuildResult(version, manifest, unchanged=False, warnings=warnings, quality=quality)
-
