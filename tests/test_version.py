@@ -39,3 +39,14 @@ def test_resolve_finds_latest_a_name_and_a_folder_and_nothing_else(tmp_path):
     assert resolve(tmp_path, str(tmp_path / "v0002")).version == "v0002"
     assert resolve(tmp_path, "v0003") is None
     assert resolve(tmp_path / "empty") is None
+
+
+def test_docs_list_every_manifest_field_with_its_description():
+    from pathlib import Path
+
+    from transforms.version import Manifest
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "dataset.md").read_text(encoding="utf-8")
+    section = docs.split("## Manifest fields", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{name}` | {field.description} |" for name, field in Manifest.model_fields.items()]
