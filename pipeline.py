@@ -86,29 +86,26 @@ def print_crawl(reports: list[SourceReport]) -> None:
 
 
 def print_build(result: BuildResult) -> None:
-    from transforms.split import manifest_fraction
+    from transforms.version import DatasetVersion, Manifest
 
-    m = result.manifest
-    c, t = m["counts"], m["tokens"]
-    fraction = manifest_fraction(m)
+    version = DatasetVersion(dir=result.version_dir, manifest=Manifest.model_validate(result.manifest))
+    m, fraction = version.manifest, version.fraction
+    c, t = m.counts, m.tokens
     state = ("unchanged, latest stays" if fraction == 1 else "unchanged") if result.unchanged else "built"
-    label = f"{m['dataset']} {m['version']}" + (f" (fraction {fraction:g})" if fraction < 1 else "")
-    say(f"{state} {label}: {c['documents']} documents → {c['examples']} examples "
+    say(f"{state} {version.label}: {c['documents']} documents → {c['examples']} examples "
         f"(train {c['train']}, test {c['test']})")
     say(f"  tokens {t['total']:,} (max {t['max_example']:,} per example, limit {t['limit']:,}); "
-        f"{m['n_epochs']} epochs; estimated training cost ${m['estimated_cost_usd']:.2f} for {m['model']}")
+        f"{m.n_epochs} epochs; estimated training cost ${m.estimated_cost_usd:.2f} for {m.model}")
     if c["dropped"]:
         say("  dropped: " + ", ".join(f"{reason} {n}" for reason, n in c["dropped"].items()))
-    if fraction < 1 and isinstance(m["fraction"], dict):
-        say(f"  fraction {fraction:g}: {m['fraction']['documents_kept']} documents kept; "
-            f"{m['fraction']['examples_outside']} examples of the other documents left out (not in dropped.jsonl)")
-    pii = m.get("pii") or {}
-    if pii.get("found"):
-        say(f"  personal data {pii['mode']}: " + ", ".join(f"{kind} {n}" for kind, n in pii["found"].items()))
-    review = m.get("review") or {}
-    if review.get("stored"):
-        say(f"  review decisions applied: {review['excluded']} excluded, {review['edited']} edited "
-            f"({review['unmatched']} matched no example)")
+    if fraction < 1:
+        say(f"  fraction {fraction:g}: {m.fraction['documents_kept']} documents kept; "
+            f"{m.fraction['examples_outside']} examples of the other documents left out (not in dropped.jsonl)")
+    if m.pii.get("found"):
+        say(f"  personal data {m.pii['mode']}: " + ", ".join(f"{kind} {n}" for kind, n in m.pii["found"].items()))
+    if m.review.get("stored"):
+        say(f"  review decisions applied: {m.review['excluded']} excluded, {m.review['edited']} edited "
+            f"({m.review['unmatched']} matched no example)")
     for warning in result.warnings:
         say(f"  warning: {warning}")
     for warning in result.quality.get("warnings", []):
@@ -116,7 +113,7 @@ def print_build(result: BuildResult) -> None:
     say(f"  files: {_relative(result.version_dir)}/ (train.jsonl, test.jsonl, manifest.json, …)")
     if fraction < 1:
         say(f"  a fraction version leaves `latest` as it is: fine-tune it with `python pipeline.py finetune "
-            f"--dataset {m['version']}`, or compare fractions with `python pipeline.py finetune --compare-fractions "
+            f"--dataset {version.version}`, or compare fractions with `python pipeline.py finetune --compare-fractions "
             f"{fraction:g},1`")
     if (result.version_dir / "report.html").exists():
         say(f"  review: {_relative(result.version_dir / 'report.html')}, then fill in "

@@ -18,7 +18,7 @@ import math
 import sqlite3
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Iterable, Iterator
 
 from transforms.example import Example
 from transforms.stage import Stage, StageLog
@@ -46,11 +46,6 @@ def position(url: str, seed: int) -> float:
 def in_fraction(url: str, seed: int, fraction: float) -> bool:
     """Whether a document belongs to the `fraction` subset: nested, the same on every build."""
     return fraction >= 1.0 or position(f"fraction\x00{url}", seed) < fraction
-
-
-def manifest_fraction(manifest: Mapping[str, Any]) -> float:
-    """The share of documents a version was built from: its manifest's `fraction.value`, 1 for a full build."""
-    return float((manifest.get("fraction") or {}).get("value", 1.0))
 
 
 OUTSIDE = "outside_fraction"
