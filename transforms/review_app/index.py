@@ -146,7 +146,6 @@ def _where(filters: dict[str, str], search: str, decided: dict[str, str], decisi
         params.append(" ".join('"' + word.replace('"', '""') + '"' for word in search.split()))
     if decision:
         ids = [i for i, kind in decided.items() if kind == decision] if decision != "none" else list(decided)
-        marks = ",".join("?" * len(ids))
-        clauses.append(f"e.example_id {'NOT ' if decision == 'none' else ''}IN ({marks})")
-        params += ids
+        clauses.append(f"e.example_id {'NOT ' if decision == 'none' else ''}IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(ids))  # one parameter however many decisions there are
     return " AND ".join(clauses), params
