@@ -76,6 +76,9 @@ def test_the_versions_page_lists_the_version_and_examples_page_escapes_crawled_t
     (config, result), url = served
     versions = get(url + "/")
     assert result.version_dir.name in versions and "not approved" in versions
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        get(url + "/v/v9999")
+    assert missing.value.code == 404
     html = get(f"{url}/v/{result.version_dir.name}?" + urllib.parse.urlencode({"q": "위험한"}))
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

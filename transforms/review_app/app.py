@@ -13,7 +13,6 @@ import hmac
 import json
 import re
 import secrets
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +26,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from transforms.approval import approval_of, approve
+from transforms.review_state import ReviewError
 from transforms.build import datasets_root
 from transforms.decisions import store_decisions, stored_decisions
 from transforms.review_app import index
@@ -88,7 +88,8 @@ class ReviewApp:
                     scope, receive, send)
                 return
             if request.query_params.get("token"):
-                response = RedirectResponse(str(request.url.remove_query_params("token")), 303)
+                rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+                response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), 303)
                 response.set_cookie("review_token", self.access_token, httponly=True, samesite="strict")
                 await response(scope, receive, send)
                 return
@@ -282,7 +283,12 @@ def serve(config: Any, state: Path, host: str = "127.0.0.1", port: int = 0,
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise ReviewError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}); "
+                          "pass another --port, or --host 127.0.0.1") from None
     sock.listen(128)  # connections wait in the backlog until uvicorn serves them
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
