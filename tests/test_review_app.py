@@ -188,3 +188,19 @@ def test_a_reviewer_excludes_edits_and_approves_in_the_browser_and_build_follows
     rebuilt = build(config)
     ids = {m["example_id"]: m for m in metadata(rebuilt.version_dir)}
     assert excluded not in ids and ids[edited]["review"] == "edited"
+
+
+def test_the_pii_filter_finds_the_examples_of_a_page_with_personal_data(tmp_path):
+    from transforms.review_app.app import build_app
+    from crawlers.store import state_path
+    from transforms.review_app import index
+
+    pages = guide_pages(12) + [page("contact", "# 연락처\n\n담당: kim@corp.example.com, 010-9876-5432 로 연락하십시오.")]
+    write_pages(tmp_path / "out", pages)
+    config = make_config(tmp_path, "pii: 'off'\ntest_fraction: 0.2")
+    result = build(config)
+    app = build_app(config, state_path(config.output_dir), tmp_path / "index")
+    db = app._index(result.version_dir)
+    assert set(index.filter_values(db)["pii_found"]) == {"email", "phone"}
+    rows, total = index.query(db, {"pii_found": "email"}, "", {}, "", 1, 50)
+    assert total >= 1 and all("contact" in row["url"] for row in rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from transforms.approval import manifest_sha256
+from transforms.pii import PiiScanner
 
 FIXED = ("split", "category", "source")
 # metadata keys never offered as filters: ids, free text, numbers of every example
@@ -55,9 +56,21 @@ def _last_assistant(record: dict[str, Any]) -> tuple[str, str]:
     return record.get("prompt", ""), record.get("completion", "")
 
 
+def _quality_flags(version_dir: Path) -> dict[str, list[str]]:
+    """example_id → the data-quality checks whose examples the manifest lists it among (capped per check)."""
+    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    flags: dict[str, list[str]] = {}
+    for check, found in ((manifest.get("quality") or {}).get("checks") or {}).items():
+        for sample in found.get("examples") or [] if isinstance(found, dict) else []:
+            if isinstance(sample, dict) and sample.get("example_id"):
+                flags.setdefault(sample["example_id"], []).append(check)
+    return flags
+
+
 def _build(path: Path, version_dir: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript(SCHEMA)
+    scanner, flags = PiiScanner(), _quality_flags(version_dir)
     lines = {split: (version_dir / f"{split}.jsonl").open(encoding="utf-8") for split in ("train", "test")}
     try:
         rows, extra = [], []
@@ -68,6 +81,9 @@ def _build(path: Path, version_dir: Path) -> None:
                 rows.append((meta["example_id"], meta["split"], meta.get("category"), meta.get("source"),
                              meta.get("url"), meta.get("title"), meta.get("section"), question, answer,
                              meta_line))
+                ident = meta["example_id"]
+                extra += [(ident, "pii_found", kind) for kind in scanner.find(f"{question}\n{answer}")]
+                extra += [(ident, "quality_warning", check) for check in flags.get(ident, [])]
                 for key, value in meta.items():
                     if key not in _NOT_FILTERS and value is not None and not isinstance(value, dict):
                         for one in value if isinstance(value, list) else [value]:
