@@ -392,6 +392,15 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_serve(args: argparse.Namespace) -> int:
+    from crawlers.store import state_path
+    from transforms.review_app.app import serve
+
+    config = _config(args)
+    serve(config, state_path(config.output_dir), args.host, args.port, announce=logs.say)
+    return 0
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     from crawlers.store import state_path
     from transforms.approval import approve, resolve
@@ -499,6 +508,13 @@ def parser() -> argparse.ArgumentParser:
                              description="store the decisions (exclude, keep or an edited answer) of a review.csv")
     ra.add_argument("file", help="a review.csv with the decision column filled in")
     ra.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
+    rs = rv_verbs.add_parser("serve", help="a local web app to read, filter, edit, exclude and approve versions",
+                             description="a local web app to read, filter, edit, exclude and approve versions")
+    rs.set_defaults(handler=cmd_review_serve)
+    rs.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
+    rs.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: %(default)s); any other than loopback needs the URL's token")
+    rs.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     ap = command("approve", cmd_approve, "mark a dataset version approved for fine-tuning")
     ap.add_argument("version", help="version name (v0003), latest, or the version's folder")
     f = command("finetune", cmd_finetune, "check a dataset version, upload it once and start a fine-tuning job")

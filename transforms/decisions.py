@@ -88,6 +88,21 @@ def apply_review(state: Path, dataset: str, path: Path, known_ids: Iterable[str]
     return applied
 
 
+def store_decisions(state: Path, dataset: str, decisions: Iterable[tuple[str, str, str | None, str | None]],
+                    source: str) -> None:
+    """Store (example_id, kind, edited answer, url) decisions in one transaction, as apply_review does: kind
+    `exclude` or `edit`; `keep` clears an earlier decision."""
+    with closing(open_state(state)) as db:
+        db.execute("BEGIN")
+        for example_id, kind, answer, url in decisions:
+            if kind == "keep":
+                db.execute("DELETE FROM review_decisions WHERE dataset = ? AND example_id = ?", (dataset, example_id))
+            else:
+                db.execute("INSERT OR REPLACE INTO review_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (dataset, example_id, kind, answer, url, source, now()))
+        db.execute("COMMIT")
+
+
 def stored_decisions(state: Path, dataset: str) -> dict[str, tuple[str, str | None]]:
     """example_id → (decision, edited answer) for a dataset; empty when nothing was reviewed yet."""
     if not Path(state).exists():
