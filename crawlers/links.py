@@ -1,6 +1,6 @@
 """Which links of a page the crawl follows: a source's scope, and the in-scope links of a parsed page.
 
-The rules are Scrapy's LinkExtractor's (`a`/`area` hrefs resolved against `<base>`, include/exclude regexes on
+The rules are Scrapy's LinkExtractor's (`a`/`area` hrefs and `frame`/`iframe` srcs resolved against `<base>`, include/exclude regexes on
 the full URL, no links to binary file types by extension, hosts and their subdomains), applied to a tree the
 worker has parsed anyway. Scrapy's LinkExtractor costs about twice as much per page (it builds a `Link` with
 its text for every anchor, in-scope or not), and its domain check compares host *and port*, so it rejects
@@ -59,15 +59,16 @@ def in_scope(url: str, rules: LinkRules) -> bool:
 
 def page_links(tree: etree._Element, page_url: str, rules: LinkRules) -> list[str]:
     """The in-scope links of a parsed page, cleaned (no fragment, no tracking parameters), in document
-    order, each once."""
+    order, each once. A frame's or an iframe's `src` is a link: a frameset's content and navigation are
+    pages of their own, crawled (and judged document or navigation) like any other."""
     base = page_url
     for element in tree.iter("base"):
         if element.get("href"):
             base = urljoin(page_url, strip_html5_whitespace(element.get("href")))
             break
     links: dict[str, None] = {}
-    for element in tree.iter("a", "area"):
-        href = element.get("href")
+    for element in tree.iter("a", "area", "frame", "iframe"):
+        href = element.get("src" if element.tag in ("frame", "iframe") else "href")
         if not href or href.startswith("#"):
             continue
         url = urljoin(base, strip_html5_whitespace(href))

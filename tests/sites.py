@@ -225,3 +225,36 @@ def docbook_site(encoding: str, content_type: str = "text/html") -> Site:
     (like GIMP's Korean manual in UTF-8 or the Debian FAQ in EUC-KR)."""
     return Site({f"/{name}": Page(docbook_page(name, encoding), content_type=content_type, encoding=encoding)
                  for name in DOCBOOK_CHAPTERS})
+
+
+FRAME_CHAPTERS = {
+    "/content/welcome.html": ("업무 가이드 안내", "이 가이드는 사내 시스템을 처음 쓰는 직원이 알아야 할 절차를 모았습니다."),
+    "/content/leave.html": ("휴가 신청 절차", "휴가는 시작일 사흘 전까지 결재 시스템에서 신청하고 팀장의 승인을 받습니다."),
+    "/content/expense.html": ("경비 정산 방법", "경비는 영수증을 첨부하여 사용한 달의 다음 달 오일까지 정산합니다."),
+    "/content/expense-table.html": ("경비 한도표", "출장 숙박비는 하룻밤 십만 원, 식비는 하루 삼만 원까지 인정됩니다."),
+}
+
+
+def frame_chapter(path: str) -> str:
+    """A content frame's page: prose and no links (the pages are reached through the navigation frame);
+    the expense page embeds its table page in an iframe."""
+    title, sentence = FRAME_CHAPTERS[path]
+    paragraphs = "".join(f"<p>{sentence} 문단 {i + 1}에서는 {title}을 예와 함께 자세히 설명합니다. {sentence}</p>"
+                         for i in range(4))
+    iframe = '<iframe src="expense-table.html" title="한도표"></iframe>' if path.endswith("/expense.html") else ""
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{paragraphs}{iframe}</body></html>"
+
+
+def frameset_site() -> Site:
+    """An old intranet guide: `/` is a frameset of a navigation frame (`/nav.html`, links only, each opening
+    a chapter in the content frame) and a content frame (`/content/welcome.html`)."""
+    frameset = ('<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01 Frameset//EN"><html><head><title>업무 가이드</title>'
+                '</head><frameset cols="200,*"><frame src="nav.html" name="nav">'
+                '<frame src="content/welcome.html" name="content"><noframes>프레임을 지원하는 브라우저로 보십시오.'
+                "</noframes></frameset></html>")
+    nav = "<html><head><title>목차</title></head><body><ul>" + "".join(
+        f'<li><a href="{path[1:]}" target="content">{title}</a></li>'
+        for path, (title, _) in FRAME_CHAPTERS.items() if not path.endswith("-table.html")) + "</ul></body></html>"
+    pages = {"/": Page(frameset), "/nav.html": Page(nav)}
+    pages.update({path: Page(frame_chapter(path)) for path in FRAME_CHAPTERS})
+    return Site(pages)
