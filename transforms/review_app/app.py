@@ -30,7 +30,7 @@ from transforms.review_state import ReviewError
 from transforms.build import datasets_root
 from transforms.decisions import store_decisions, stored_decisions
 from transforms.review_app import index
-from transforms.write import versions
+from transforms.version import read_manifest, versions
 
 PER_PAGE = 50
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -128,8 +128,8 @@ class ReviewApp:
         found = list(dataset_versions(self.config).values())
         rows, previous = [], None
         for version_dir in found:
-            manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
-            counts = manifest.get("counts", {})
+            manifest = read_manifest(version_dir)
+            counts = manifest.counts
             diff = None
             if previous is not None:
                 diff = {key: counts.get(key, 0) - previous.get(key, 0)

@@ -10,6 +10,7 @@ from typing import Any
 
 from transforms.approval import manifest_sha256
 from transforms.pii import PiiScanner
+from transforms.version import read_manifest
 
 FIXED = ("split", "category", "source")
 # metadata keys never offered as filters: ids, free text, numbers of every example
@@ -58,9 +59,8 @@ def _last_assistant(record: dict[str, Any]) -> tuple[str, str]:
 
 def _quality_flags(version_dir: Path) -> dict[str, list[str]]:
     """example_id → the data-quality checks whose examples the manifest lists it among (capped per check)."""
-    manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
     flags: dict[str, list[str]] = {}
-    for check, found in ((manifest.get("quality") or {}).get("checks") or {}).items():
+    for check, found in (read_manifest(version_dir).quality.get("checks") or {}).items():
         for sample in found.get("examples") or [] if isinstance(found, dict) else []:
             if isinstance(sample, dict) and sample.get("example_id"):
                 flags.setdefault(sample["example_id"], []).append(check)
