@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # each command imports what it uses in its handler: `--help` 
     from configs import Config
     from crawlers.crawl import SourceReport
     from transforms.build import BuildResult
-    from transforms.model_registry import ModelSpec
+    from configs.model_registry import ModelSpec
     from transforms.validate import Report
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "example.yaml"  # configs.DEFAULT_CONFIG (a test checks)
@@ -411,7 +411,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from configs import ConfigError, load_config
-    from transforms import model_registry
+    from configs import model_registry
     from transforms.tokens import TokenCounter
     from transforms.validate import validate_file
 

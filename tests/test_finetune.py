@@ -222,7 +222,7 @@ def test_a_retired_model_is_refused_before_anything_is_uploaded(project, capsys)
 
 
 def test_no_new_openai_jobs_from_2027_01_06(project, capsys, monkeypatch):
-    from transforms import model_registry
+    from configs import model_registry
 
     monkeypatch.setattr(model_registry, "today", lambda: date(2027, 1, 6))
     assert project.run("finetune") == 1

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from configs import Config
+from configs import Config, model_registry
 from crawlers.store import PageStore, state_path
-from transforms import estimate, model_registry
+from transforms import estimate
 from transforms.compose import ComposeExamples
 from transforms.decisions import ApplyDecisions, stored_decisions
 from transforms.dedup import Dedup
