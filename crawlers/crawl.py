@@ -37,7 +37,7 @@ from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
 from crawlers.store import PageStore, now, state_path
 from ops import frontier
-from ops import logs as ops_logs
+from base import logs
 from base.errors import Crawl2TuneError
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
@@ -226,7 +226,7 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
 def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     """Runs inside the child process. A `worker` crawls through the shared Redis frontier (ops.frontier)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    json_logs = ops_logs.configure_child("crawl")
+    json_logs = logs.configure_child("crawl")
     shared = frontier.worker_id() if worker else None
     workers = config.crawl.extract_workers
     with PageStore(state_path(config.output_dir)) as store:
@@ -239,7 +239,7 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
             settings = project_settings(config)
             if shared:
                 frontier.apply(settings, _redis_url(config), config.crawl.redis_prefix)
-            if json_logs:  # ops.logs' JSON handler is on the root logger already
+            if json_logs:  # base.logs' JSON handler is on the root logger already
                 settings.set("LOG_INSTALL_ROOT_HANDLER", False, priority="project")
             process = CrawlerProcess(settings)
             for source in config.sources:

@@ -29,7 +29,7 @@ from croniter import croniter
 from tzlocal import get_localzone
 
 from configs.cron import check
-from ops import logs
+from base import logs
 from ops.ledger import Ledger
 from ops.lock import LockHeld
 from base.errors import Crawl2TuneError
