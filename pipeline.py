@@ -362,7 +362,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.approval import ReviewError, resolve
     from transforms.decisions import apply_review
 
@@ -385,7 +385,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.approval import approve, resolve
 
     config = _config(args)

@@ -30,15 +30,16 @@ from typing import Any
 from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.settings import Settings
 
+from base import logs
+from base.errors import Crawl2TuneError
+from base.state import now, state_path
 from configs import Config, CrawlConfig, SourceConfig
 from crawlers import settings as default_settings
 from crawlers.local_site import serve_folder
 from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
-from crawlers.store import PageStore, now, state_path
+from crawlers.store import PageStore
 from ops import frontier
-from base import logs
-from base.errors import Crawl2TuneError
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
 INTERRUPTED = "shutdown"  # Scrapy's finish reason after SIGINT/SIGTERM

@@ -46,7 +46,8 @@ from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 from twisted.internet import task
 
-from crawlers.store import PageStore, now
+from base.state import now
+from crawlers.store import PageStore
 
 HEARTBEAT_SECONDS = 0.25  # how often a waiting worker looks at the queue and refreshes its heartbeat
 HEARTBEAT_TTL = 15  # seconds without a heartbeat after which a worker counts as dead

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import TODAY
 from crawlers.document import Document, text_hash
-from crawlers.store import PageStore, state_path
+from base.state import state_path
+from crawlers.store import PageStore
 from fake_openai import FakeOpenAI
 from pipeline import main
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from configs import Config, model_registry
-from crawlers.store import PageStore, state_path
+from base.state import state_path
+from crawlers.store import PageStore
 from transforms import estimate
 from transforms.compose import ComposeExamples
 from transforms.decisions import ApplyDecisions, stored_decisions

@@ -31,13 +31,14 @@ from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.internet.error import TimeoutError as TwistedTimeoutError
 from twisted.python.failure import Failure
 
+from base.state import now
 from configs import SourceConfig
 from crawlers.document import Document, text_hash
 from crawlers.items import FetchedPage
 from crawlers.middlewares import RedirectLoop
 from crawlers.links import LinkRules, in_domains, in_scope
 from crawlers.pages import PagePool
-from crawlers.store import PageStore, dropped_record, now
+from crawlers.store import PageStore, dropped_record
 from crawlers.urls import canonical_url, clean_url
 
 if TYPE_CHECKING:
