@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from configs import Config, EvaluationConfig, SamplingConfig
 from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, JobNotSucceeded, Refused,
-                              TransientError, create_backend)
+                              TransientError)
+from finetune.providers import create_backend
 from finetune.evaluate import compare_models, describe, sampling_warnings, sweep, sweep_table, table
 from finetune.launch import Launched, launch, resolve_dataset
 from finetune.results import results_dir, save_results

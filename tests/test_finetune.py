@@ -404,7 +404,8 @@ def test_environment_overrides_the_config_file_for_endpoint_organization_and_pro
 
 def test_azure_provider_builds_the_sdks_azure_client(monkeypatch):
     from configs import FinetuneConfig
-    from finetune.backend import FinetuneError, create_backend
+    from finetune.backend import FinetuneError
+    from finetune.providers import create_backend
 
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key-0123456789")
     config = FinetuneConfig(provider="azure", base_url="https://res.openai.azure.com/")
