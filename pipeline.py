@@ -319,8 +319,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.compare_fractions is not None:
         if args.dataset != "latest":
             raise ConfigError("--compare-fractions builds the versions it compares; leave out --dataset")
-        return cli.cmd_compare_fractions(config, fractions=parse_fractions(args.compare_fractions), wait=args.wait,
-                                         force=args.force, config_arg=args.config, say=say)
+        from ops.compare import cmd_compare_fractions
+
+        return cmd_compare_fractions(config, fractions=parse_fractions(args.compare_fractions), wait=args.wait,
+                                     force=args.force, config_arg=args.config, say=say)
     return cli.cmd_finetune(config, dataset=args.dataset, wait=args.wait, force=args.force,
                             config_arg=args.config, say=say)
 
