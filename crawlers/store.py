@@ -7,7 +7,7 @@ so the file is always consistent.
 A worker of a shared crawl (`crawl --worker`) does not write its pages here directly: it publishes them as
 records (`document_record`, `dropped_record`) to the crawl's page stream in Redis, and every worker applies
 the whole stream to its own state (`apply`), each entry once per state, with the position kept in the
-`ingest` table (see `ops.frontier`).
+`ingest` table (see `crawlers.frontier`).
 
 A row is one canonical URL. `live` rows are the documents of the dataset; the others are URLs that were
 fetched but gave no document (`reason` says why: not_html, empty, http_404, ...). `fetched_url` is the
@@ -252,7 +252,7 @@ class PageStore:
         )
         return [url for (url,) in rows]
 
-    # --- a shared crawl's pages (ops.frontier) ---------------------------------------------------
+    # --- a shared crawl's pages (crawlers.frontier) ----------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
