@@ -100,7 +100,6 @@ class Scheduler:
         self.output_dir = Path(output_dir)
         self.triggers = {job: CronTrigger(job.expression) for job in jobs}
         self.stop = threading.Event()
-        self.failures = 0
 
     # --- when -------------------------------------------------------------------------------------
 
@@ -131,12 +130,9 @@ class Scheduler:
                 logs.say(f"warning: scheduled run skipped (run {run_id}): {exc}", "warning")
             return 1
         except Exception as exc:  # recorded as failed by the run itself
-            self.failures += 1
             with logs.stage("schedule"):
                 logs.error(f"error: scheduled run of {', '.join(job.sources)} failed: {exc}")
             return 1
-        if code not in (0, None):
-            self.failures += 1
         return int(code or 0)
 
     def run_due(self, now: datetime | None = None) -> int:
