@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -18,32 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from base.errors import Crawl2TuneError
-from ops import logs
+from base import logs
 
 if TYPE_CHECKING:  # each command imports what it uses in its handler: `--help` loads no config model or crawler
     from configs import Config
     from crawlers.crawl import SourceReport
     from transforms.build import BuildResult
-    from transforms.model_registry import ModelSpec
+    from configs.model_registry import ModelSpec
     from transforms.validate import Report
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "example.yaml"  # configs.DEFAULT_CONFIG (a test checks)
 EXPORT_FORMATS = ("trl", "axolotl", "llama-factory", "hf-dataset")  # transforms.export.FORMATS (a test checks)
 VALIDATE_FORMATS = ("chat", "preference", "prompt_completion")  # transforms.validate.FORMATS (a test checks)
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
-
-
-def redact(text: str) -> str:
-    """Mask API keys: the configured one wherever it appears, and anything shaped like an OpenAI key."""
-    for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
-    return _KEY_PATTERN.sub(r"\1***", text)
 
 
 def say(text: str = "") -> None:
-    logs.say(redact(text))  # a plain line, or a JSON log line with --log-format json
+    logs.say(text)  # a plain line, or a JSON log line with --log-format json; redacted
 
 
 def _relative(path: Path) -> str:
@@ -327,8 +316,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.compare_fractions is not None:
         if args.dataset != "latest":
             raise ConfigError("--compare-fractions builds the versions it compares; leave out --dataset")
-        return cli.cmd_compare_fractions(config, fractions=parse_fractions(args.compare_fractions), wait=args.wait,
-                                         force=args.force, config_arg=args.config, say=say)
+        from ops.compare import cmd_compare_fractions
+
+        return cmd_compare_fractions(config, fractions=parse_fractions(args.compare_fractions), wait=args.wait,
+                                     force=args.force, config_arg=args.config, say=say)
     return cli.cmd_finetune(config, dataset=args.dataset, wait=args.wait, force=args.force,
                             config_arg=args.config, say=say)
 
@@ -370,7 +361,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.approval import ReviewError, resolve
     from transforms.decisions import apply_review
 
@@ -402,7 +393,7 @@ def cmd_review_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.approval import approve, resolve
 
     config = _config(args)
@@ -415,8 +406,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from configs import ConfigError, load_config
-    from transforms import model_registry
+    from configs import ConfigError, load_config, model_registry
     from transforms.tokens import TokenCounter
     from transforms.validate import validate_file
 
@@ -576,27 +566,27 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.configure(args.log_format, redact=redact)
+    logs.configure(args.log_format)
     try:
         return args.handler(args)
     except Crawl2TuneError as exc:
-        logs.error(redact(f"error: {exc}"))
+        logs.error(f"error: {exc}")
     except OSError as exc:  # the system refused (disk full, permission, a missing path): the user acts, not us
-        logs.error(redact(f"error: {exc}"))
+        logs.error(f"error: {exc}")
     except KeyboardInterrupt:
         logs.error("interrupted: nothing half-written was kept, the previous dataset is intact; run the same "
                    "command again to continue")
         return 130
     except Exception:  # a bug, not bad input: the traceback goes to a file, the user gets one line
-        logs.error(redact(f"error: unexpected failure ({sys.exc_info()[1].__class__.__name__}); the traceback is "
-                          f"in {_write_traceback(args)} — please report it with that file"))
+        logs.error(f"error: unexpected failure ({sys.exc_info()[1].__class__.__name__}); the traceback is "
+                   f"in {_write_traceback(args)} — please report it with that file")
     return 1
 
 
 def _write_traceback(args: argparse.Namespace) -> Path:
     """The current exception's traceback (a crawl child's included), in <output_dir>/logs/ when the config
     names a usable one, else in the temp directory."""
-    text = redact("".join(traceback.format_exc()))
+    text = logs.redact("".join(traceback.format_exc()))
     name = f"{getattr(args, 'command', 'pipeline')}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     folders = []
     try:

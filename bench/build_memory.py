@@ -55,10 +55,10 @@ def synthetic_page(i: int, rng: random.Random) -> str:
 def write_synthetic_state(path: Path, n: int, seed: int = 0) -> int:
     """Write `n` live documents into a fresh state.sqlite; returns the bytes of text written."""
     from crawlers.document import text_hash
-    from crawlers.store import connect
+    from crawlers.store import open_state
 
     rng = random.Random(seed)
-    db = connect(path)
+    db = open_state(path)
     total = 0
     rows = []
     previous = ""

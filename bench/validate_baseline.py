@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transforms.model_registry import lookup  # noqa: E402
+from configs.model_registry import lookup  # noqa: E402
 from transforms.tokens import chat_tokens, get_encoding, message_strings  # noqa: E402
 from transforms.validate import check_example  # noqa: E402
 

@@ -17,9 +17,8 @@ from cssselect import GenericTranslator, SelectorError
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator,
                       model_validator)
 
-from ops import cron
-from transforms import model_registry
 from base.errors import Crawl2TuneError
+from configs import cron, model_registry
 
 DEFAULT_CONFIG = Path(__file__).parent / "example.yaml"
 

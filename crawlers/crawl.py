@@ -9,7 +9,8 @@ under `output_dir/jobs/`) keeps the queue and the fingerprints of what was fetch
 command again continues without fetching those pages again. The job folder is removed once a crawl ends any
 other way, so the next crawl starts from the start URLs. Only a complete crawl (not interrupted, not cut by
 `max_pages`) retires the pages it no longer reached. A worker (`crawl --worker`) crawls through the shared
-frontier in Redis instead, which also keeps its place (`ops.frontier`).
+frontier in Redis instead, which also keeps its place: `crawlers.frontier.apply` is the one switch (settings
+that select the shared scheduler and the shared crawl's storage, `crawlers.pipelines.Storage`).
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ from typing import Any
 from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.settings import Settings
 
+from base import logs
+from base.errors import Crawl2TuneError
+from base.state import now, state_path
 from configs import Config, CrawlConfig, SourceConfig
 from crawlers import settings as default_settings
 from crawlers.local_site import serve_folder
 from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
-from crawlers.store import PageStore, now, state_path
-from ops import frontier
-from ops import logs as ops_logs
-from base.errors import Crawl2TuneError
+from crawlers import frontier
+from crawlers.store import PageStore
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
 INTERRUPTED = "shutdown"  # Scrapy's finish reason after SIGINT/SIGTERM
@@ -114,13 +116,11 @@ def project_settings(config: Config) -> Settings:
     return settings
 
 
-def spider_for(source: SourceConfig, jobdir: Path | None = None, shared: bool = False) -> type[SiteSpider]:
-    """SiteSpider with this source's Scrapy settings (Scrapy reads per-spider settings from the class). A
-    worker of a `shared` crawl counts `max_pages` over every worker (ops.frontier), not with Scrapy's own."""
+def spider_for(source: SourceConfig, jobdir: Path | None = None) -> type[SiteSpider]:
+    """SiteSpider with this source's Scrapy settings (Scrapy reads per-spider settings from the class)."""
     custom: dict[str, Any] = {
         "ROBOTSTXT_OBEY": source.obey_robots,
-        "CLOSESPIDER_PAGECOUNT": 0 if shared else source.max_pages,
-        "CRAWL2TUNE_SHARED_MAX_PAGES": source.max_pages if shared else 0,
+        "CLOSESPIDER_PAGECOUNT": source.max_pages,
         "DEPTH_LIMIT": source.max_depth,
     }
     if jobdir is not None:
@@ -217,6 +217,8 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
         report.elapsed_seconds = round(report.elapsed_seconds + earlier.get("elapsed_seconds", 0.0), 3)
         for kind in CHANGE_KINDS:
             report.changes[kind] = [*earlier.get("changes", {}).get(kind, []), *report.changes[kind]]
+        if report.complete:  # with the pages this run retired (crawlers.pipelines.StoreDocument.finish)
+            report.changes["removed"].sort()
     return report
 
 
@@ -224,10 +226,9 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
 
 
 def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
-    """Runs inside the child process. A `worker` crawls through the shared Redis frontier (ops.frontier)."""
+    """Runs inside the child process. A `worker` crawls through the shared Redis frontier (crawlers.frontier)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    json_logs = ops_logs.configure_child("crawl")
-    shared = frontier.worker_id() if worker else None
+    json_logs = logs.configure_child("crawl")
     workers = config.crawl.extract_workers
     with PageStore(state_path(config.output_dir)) as store:
         first_crawl = any(not store.has_pages(source.name) for source in config.sources)
@@ -237,21 +238,17 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     try:
         with ExitStack() as stack:
             settings = project_settings(config)
-            if shared:
+            if worker:
                 frontier.apply(settings, _redis_url(config), config.crawl.redis_prefix)
-            if json_logs:  # ops.logs' JSON handler is on the root logger already
+            if json_logs:  # base.logs' JSON handler is on the root logger already
                 settings.set("LOG_INSTALL_ROOT_HANDLER", False, priority="project")
             process = CrawlerProcess(settings)
             for source in config.sources:
-                job = Job(config, source) if config.crawl.resume and not shared else None  # workers resume via Redis
+                job = Job(config, source) if config.crawl.resume and not worker else None  # workers resume via Redis
                 proxy = stack.enter_context(serve_folder(source.serve_dir)) if source.serve_dir else None
-                crawler = process.create_crawler(spider_for(source, job.dir if job else None, shared=bool(shared)))
+                crawler = process.create_crawler(spider_for(source, job.dir if job else None))
                 started = job.started if job else now()
-                member = None
-                if shared:  # one crawl, one start, whichever worker came first
-                    member = frontier.Frontier(_redis_url(config), config.crawl.redis_prefix, source.name, shared)
-                    started = member.join()
-                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started, frontier=member)
+                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started)
                 crawlers.append((source, crawler, job, started))
             process.start()
     finally:
@@ -259,13 +256,13 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     reports = []
     with PageStore(state_path(config.output_dir)) as store:
         for source, crawler, job, started in crawlers:
-            if shared and not (crawler.spider and crawler.spider.left):
+            stats = crawler.stats.get_stats()
+            if worker and not stats.get("crawl2tune/left"):
                 raise CrawlError(f"the worker could not leave the shared crawl of {source.name} (see the errors "
                                  "above); what it fetched is in Redis, run the same command again")
-            report = _report(source, crawler.stats.get_stats(), job, started)
-            if report.complete and not shared:  # a worker retires when it leaves the crawl (ops.frontier)
-                report.changes["removed"] += store.retire_unseen(source.name, since=started)
-                report.changes["removed"].sort()
+            if crawler.spider is not None:
+                started = crawler.spider.started  # a shared crawl's is the first worker's (crawlers.frontier)
+            report = _report(source, stats, job, started)
             if job is not None and report.interrupted:
                 job.keep(report)
             elif job is not None:

@@ -38,12 +38,12 @@ class CrawlProgress:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> "CrawlProgress":
-        mode = crawler.settings.get("CRAWL2TUNE_PROGRESS", "auto")
+        mode = crawler.settings["CRAWL2TUNE_PROGRESS"]
         if mode == "off":
             raise NotConfigured
         out = sys.stderr
         tty = mode == "auto" and out.isatty()
-        extension = cls(crawler, tty, crawler.settings.getfloat("CRAWL2TUNE_PROGRESS_INTERVAL", 30.0), out)
+        extension = cls(crawler, tty, crawler.settings.getfloat("CRAWL2TUNE_PROGRESS_INTERVAL"), out)
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension

@@ -1,18 +1,18 @@
 """Item pipelines: each returns the item or drops it with a reason counted in the crawl stats.
 
-Every fetched page reaches the state: documents through `StoreDocument`, dropped pages through the
-`item_dropped` signal, with their reason, validators and outlinks (a 304 next time keeps the reason). A worker
-of a shared crawl publishes them to every worker's state instead (`ops.frontier`).
+Every fetched page reaches the state through the crawl's `Storage`: documents as items, dropped pages through the
+`item_dropped` signal, with their reason, validators and outlinks (a 304 next time keeps the reason).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from scrapy import signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DropItem
+from scrapy.exceptions import DropItem, NotConfigured
 
 from crawlers.items import FetchedPage
-from crawlers.store import document_record, dropped_record
 
 
 BOILERPLATE_LINK_SHARE = 0.8
@@ -51,44 +51,73 @@ class RequireDocument(_Component):
         return item
 
 
-class DropDuplicates(_Component):
-    """One document per canonical URL per crawl: a second fetched URL naming the same `rel=canonical`
-    is a duplicate (its links were still followed)."""
+class Storage(_Component):
+    """Where a crawl's pages go: the one seam between a crawl of its own and a worker of a shared crawl.
 
-    def process_item(self, item: FetchedPage) -> FetchedPage:
-        spider = self.crawler.spider
-        if spider.frontier is not None:  # the other workers' documents are not all in this state yet
-            first = spider.frontier.claim(item.url)  # a 304 claims its document too, as storing it would
-            duplicate = not first and not item.not_modified
-        else:
-            duplicate = not item.not_modified and spider.store.seen_since(
-                item.url, spider.started, fetched_url=item.fetched_url)
-        if duplicate:
-            raise self.drop("duplicate", item.url)
-        return item
+    `StoreDocument` writes every page to this process's state; `crawlers.frontier.PublishPages` publishes it to
+    the shared crawl's page stream, which every worker applies to its own state. Both are configured in
+    `crawlers.settings` and exactly one is used: the other raises NotConfigured, by the `CRAWL2TUNE_WORKER`
+    setting (set for `crawl --worker`). The spider reaches the one in use with `crawler.get_item_pipeline(Storage)`.
 
+    One document per canonical URL per crawl: a second fetched URL naming the same `rel=canonical` is a
+    duplicate (its links were still followed).
+    """
 
-class StoreDocument(_Component):
-    """Write each page to the SQLite state as it arrives, and list it as new/changed/unchanged/removed."""
+    shared = False  # whether this storage serves a worker of a shared crawl
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> "StoreDocument":
+    def from_crawler(cls, crawler: Crawler) -> "Storage":
+        if bool(crawler.settings.get("CRAWL2TUNE_WORKER")) != cls.shared:
+            raise NotConfigured
         pipeline = cls(crawler)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         return pipeline
 
+    @property
+    def spider(self) -> Any:
+        return self.crawler.spider
+
     def process_item(self, item: FetchedPage) -> FetchedPage:
-        spider = self.crawler.spider
-        if spider.frontier is not None:
-            if item.not_modified:  # the other workers' states may not hold it: send the whole stored document
-                record = spider.store.stored_document(item.url)
-            else:
-                assert item.document is not None
-                record = document_record(item.document, status=item.status, etag=item.etag,
-                                         last_modified=item.last_modified, fetched_url=item.fetched_url,
-                                         links=item.links)
-            spider.frontier.publish(record)
-            return item
+        if self.duplicate(item):
+            raise self.drop("duplicate", item.url)
+        self.store(item)
+        return item
+
+    def item_dropped(self, item: FetchedPage, exception: BaseException) -> None:
+        reason = getattr(exception, "reason", "dropped")
+        if reason != "duplicate":  # a duplicate is another URL's document
+            self.dropped(item, reason)
+
+    def duplicate(self, item: FetchedPage) -> bool:
+        raise NotImplementedError
+
+    def store(self, item: FetchedPage) -> None:
+        """Store a page that is a document (or a 304 of one)."""
+        raise NotImplementedError
+
+    def dropped(self, item: FetchedPage, reason: str) -> None:
+        """Record a fetched page that gave no document, and why."""
+        raise NotImplementedError
+
+    def failed(self, url: str, *, status: int | None, reason: str, fetched_url: str, keep: bool) -> None:
+        """Record a request that gave no response to use (`keep`: a transient failure keeps the document)."""
+        raise NotImplementedError
+
+    async def finish(self, reason: str) -> None:
+        """The crawl ended with `reason`: whatever the storage still owes the state (the spider closes it after)."""
+        raise NotImplementedError
+
+
+class StoreDocument(Storage):
+    """Write each page to the SQLite state as it arrives, and list it as new/changed/unchanged/removed; a
+    complete crawl (not interrupted, not cut by max_pages) then retires the pages it no longer reached."""
+
+    def duplicate(self, item: FetchedPage) -> bool:
+        spider = self.spider
+        return not item.not_modified and spider.store.seen_since(item.url, spider.started, fetched_url=item.fetched_url)
+
+    def store(self, item: FetchedPage) -> None:
+        spider = self.spider
         if item.not_modified:
             change = spider.store.not_modified(item.url)
         else:
@@ -98,19 +127,9 @@ class StoreDocument(_Component):
                 fetched_url=item.fetched_url, links=item.links,
             )
         spider.changes[change].append(item.url)
-        return item
 
-    def item_dropped(self, item: FetchedPage, exception: BaseException) -> None:
-        spider = self.crawler.spider
-        reason = getattr(exception, "reason", "dropped")
-        if reason == "duplicate":
-            return  # the page is another URL's document
-        if spider.frontier is not None:
-            spider.frontier.publish(dropped_record(
-                item.url, source=item.source, status=item.status, reason=reason, fetched_url=item.fetched_url,
-                etag=item.etag, last_modified=item.last_modified, links=item.links, not_modified=item.not_modified,
-            ))
-            return
+    def dropped(self, item: FetchedPage, reason: str) -> None:
+        spider = self.spider
         if item.not_modified:
             spider.store.not_modified(item.url, document=False)
             return
@@ -120,3 +139,15 @@ class StoreDocument(_Component):
         )
         if removed:
             spider.changes["removed"].append(item.url)
+
+    def failed(self, url: str, *, status: int | None, reason: str, fetched_url: str, keep: bool) -> None:
+        spider = self.spider
+        if spider.store.drop(url, source=spider.source.name, status=status, reason=reason, fetched_url=fetched_url,
+                             keep=keep):
+            spider.changes["removed"].append(url)
+
+    async def finish(self, reason: str) -> None:
+        if reason == "finished":
+            spider = self.spider
+            spider.changes["removed"] += spider.store.retire_unseen(spider.source.name, since=spider.started)
+            spider.changes["removed"].sort()

@@ -1,22 +1,15 @@
 """Scrapy settings for every crawl: polite by default, quiet, bounded and resumable.
 
-The `crawl:` section of the config and each source's values (robots.txt, page cap, depth, JOBDIR) are applied
-on top of these in `crawlers.crawl`.
+What a config can change has its default in the config models (`configs.CrawlConfig`, `configs.SourceConfig`),
+the one source: `crawlers.crawl` sets USER_AGENT, ROBOTSTXT_OBEY, AUTOTHROTTLE_ENABLED / _START_DELAY /
+_TARGET_CONCURRENCY, CONCURRENT_REQUESTS(_PER_DOMAIN), DOWNLOAD_TIMEOUT, RETRY_TIMES, DOWNLOAD_MAXSIZE,
+CLOSESPIDER_PAGECOUNT, DEPTH_LIMIT, JOBDIR and CRAWL2TUNE_PROGRESS(_INTERVAL) from them on top of these.
 """
 
 BOT_NAME = "crawl2tune"
-USER_AGENT = "crawl2tune/0.1 (+documentation crawler for fine-tuning datasets)"
 
-# Politeness: obey robots.txt, adapt the delay to the server's latency, few parallel requests per host.
-ROBOTSTXT_OBEY = True
-AUTOTHROTTLE_ENABLED = True
-AUTOTHROTTLE_START_DELAY = 0.25
+# Politeness (robots.txt, AutoThrottle and the requests per host come from the config): a bounded delay.
 AUTOTHROTTLE_MAX_DELAY = 10.0
-AUTOTHROTTLE_TARGET_CONCURRENCY = 4.0
-CONCURRENT_REQUESTS = 16
-CONCURRENT_REQUESTS_PER_DOMAIN = 4
-DOWNLOAD_TIMEOUT = 30
-RETRY_TIMES = 2
 REDIRECT_MAX_TIMES = 5
 
 # Items and requests a callback yields are processed by this many asyncio tasks per response (Scrapy creates
@@ -24,10 +17,9 @@ REDIRECT_MAX_TIMES = 5
 # Scrapy's 100 only costs time: a third of all Python calls of a re-crawl answered with 304s.
 CONCURRENT_ITEMS = 8
 
-# Bounds: a hostile page or an endless site must not stop or swamp a crawl.
-DOWNLOAD_MAXSIZE = 10 * 1024 * 1024
+# Bounds: a hostile page or an endless site must not stop or swamp a crawl (the size and depth caps come from
+# the config).
 DOWNLOAD_WARNSIZE = 0
-DEPTH_LIMIT = 0
 
 # Breadth-first, so a page cap keeps the pages closest to the start.
 DEPTH_PRIORITY = 1
@@ -43,10 +35,11 @@ DOWNLOADER_MIDDLEWARES = {
     "crawlers.middlewares.CanonicalRedirectMiddleware": 600,  # in its place: canonical-aware, loop-aware
     "crawlers.middlewares.ServeDirProxyMiddleware": 740,  # before HttpProxyMiddleware (750)
 }
+# One storage of the two is used (crawlers.pipelines.Storage): the other raises NotConfigured.
 ITEM_PIPELINES = {
     "crawlers.pipelines.RequireDocument": 100,
-    "crawlers.pipelines.DropDuplicates": 200,
-    "crawlers.pipelines.StoreDocument": 900,
+    "crawlers.pipelines.StoreDocument": 900,  # a crawl of its own: this process's state
+    "crawlers.frontier.PublishPages": 900,  # a worker of a shared crawl (CRAWL2TUNE_WORKER): the page stream
 }
 EXTENSIONS = {
     "scrapy.extensions.remote_control.RemoteControl": None,  # unused; importing it (aiohttp) costs every crawl
@@ -55,9 +48,8 @@ EXTENSIONS = {
     "crawlers.extensions.CrawlProgress": 500,
     "scrapy.extensions.throttle.AutoThrottle": None,
     "crawlers.extensions.NotModifiedAwareAutoThrottle": 0,  # a re-crawl of 304s speeds up like one of 200s
+    "crawlers.frontier.WorkerPresence": 600,  # a worker of a shared crawl only
 }
-CRAWL2TUNE_PROGRESS = "auto"  # auto: a live line on a terminal, plain lines otherwise; log; off
-CRAWL2TUNE_PROGRESS_INTERVAL = 30.0
 
 # Quiet: every dropped page and failed request is counted in the crawl report with its reason.
 LOG_LEVEL = "WARNING"

@@ -7,7 +7,7 @@ so the file is always consistent.
 A worker of a shared crawl (`crawl --worker`) does not write its pages here directly: it publishes them as
 records (`document_record`, `dropped_record`) to the crawl's page stream in Redis, and every worker applies
 the whole stream to its own state (`apply`), each entry once per state, with the position kept in the
-`ingest` table (see `ops.frontier`).
+`ingest` table (see `crawlers.frontier`).
 
 A row is one canonical URL. `live` rows are the documents of the dataset; the others are URLs that were
 fetched but gave no document (`reason` says why: not_html, empty, http_404, ...). `fetched_url` is the
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from base.state import connect, migrate, now
 from crawlers.document import Document
 
 SCHEMA = """
@@ -67,52 +66,12 @@ CREATE TABLE IF NOT EXISTS ingest (
 ADDED_COLUMNS = {"fetched_url": "TEXT", "reason": "TEXT", "links": "TEXT"}
 
 
-def now() -> str:
-    """UTC timestamp with microseconds: fine enough to tell two crawls in the same second apart."""
-    return datetime.now(timezone.utc).isoformat()
-
-
-def state_path(output_dir: Path) -> Path:
-    return Path(output_dir) / "state.sqlite"
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    _use_wal(db)
-    db.execute("PRAGMA synchronous=NORMAL")
+def open_state(path: Path) -> sqlite3.Connection:
+    """The state at `path` with the crawl's tables created and migrated."""
+    db = connect(Path(path))
     migrate(db, SCHEMA, "pages", ADDED_COLUMNS)
     db.execute("CREATE INDEX IF NOT EXISTS pages_fetched ON pages (fetched_url)")
     return db
-
-
-def _use_wal(db: sqlite3.Connection, patience: float = 30.0) -> None:
-    """Switch a state to WAL (kept in the file). SQLite answers "locked" at once, without waiting, when another
-    process is creating the same new file, so this waits itself."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def migrate(db: sqlite3.Connection, schema: str, table: str, added: dict[str, str]) -> None:
-    """Create `schema` and add the `added` columns `table` lacks, in one write transaction: processes opening a
-    new state at the same moment (workers sharing an output_dir) would otherwise both add a column, and one fail."""
-    db.executescript(f"BEGIN IMMEDIATE;{schema}")
-    try:
-        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        for column, kind in added.items():
-            if column not in have:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def document_record(doc: Document, *, status: int, etag: str | None, last_modified: str | None, fetched_url: str,
@@ -148,7 +107,7 @@ class PageStore:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.db = connect(self.path)
+        self.db = open_state(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -293,7 +252,7 @@ class PageStore:
         )
         return [url for (url,) in rows]
 
-    # --- a shared crawl's pages (ops.frontier) ---------------------------------------------------
+    # --- a shared crawl's pages (crawlers.frontier) ----------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -387,6 +346,3 @@ class PageStore:
             for url, source, title, category, text, language, content_hash, fetched_at in cursor:
                 yield Document(url=url, source=source, title=title, category=category, text=text,
                                language=language, content_hash=content_hash, fetched_at=fetched_at)
-
-    def count_documents(self) -> int:
-        return self.db.execute("SELECT count(*) FROM pages WHERE live").fetchone()[0]

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from configs import Config, EvaluationConfig, SamplingConfig
 from finetune.backend import (TERMINAL, ApiError, Backend, FinetuneError, Job, JobNotSucceeded, Refused,
-                              TransientError, create_backend)
+                              TransientError)
+from finetune.providers import create_backend
 from finetune.evaluate import compare_models, describe, sampling_warnings, sweep, sweep_table, table
 from finetune.launch import Launched, launch, resolve_dataset
 from finetune.results import results_dir, save_results
@@ -72,16 +73,16 @@ def _backend_for(config: Config, state: FinetuneState, job_id: str) -> tuple[Bac
 def cmd_finetune(config: Config, *, dataset: str, wait: bool, force: bool, config_arg: str, say: Say) -> int:
     launched = launch(config, dataset=dataset, force=force, say=say)
     job = launched.job
-    _say_launched(launched, say)
+    say_launched(launched, say)
     if not wait:
         if not job.terminal:
             say(f"  follow it: python pipeline.py jobs wait {job.id} --config {config_arg}")
         return 0
     backend = create_backend(config.finetune, provider=job.provider, output_dir=config.output_dir)
-    return _wait(config, backend, job.id, config_arg=config_arg, say=say)
+    return wait_for_job(config, backend, job.id, config_arg=config_arg, say=say)
 
 
-def _say_launched(launched: Launched, say: Say) -> None:
+def say_launched(launched: Launched, say: Say) -> None:
     job = launched.job
     if launched.existing:
         say(f"{launched.dataset.label} already has job {job.id} ({job.status}"
@@ -98,41 +99,6 @@ def _say_launched(launched: Launched, say: Say) -> None:
         say(f"  continues {lineage.parent_model} ("
             + (f"job {lineage.parent_job_id}" if lineage.parent_job_id else "not made from this output_dir")
             + f"), a fine-tune of {lineage.base_model}")
-
-
-def cmd_compare_fractions(config: Config, *, fractions: list[float], wait: bool, force: bool, config_arg: str,
-                          say: Say) -> int:
-    """`finetune --compare-fractions`: one job per fraction of the documents, scored side by side on the full
-    version's test split."""
-    from finetune.compare import launch_fractions
-
-    run = launch_fractions(config, fractions, force=force, say=say)
-    for launched in run.launched.values():
-        _say_launched(launched, say)
-    say(f"comparison {run.comparison.id}: " + " · ".join(
-        f"fraction {f:g} → job {launched.job.id} ({launched.dataset.version})" for f, launched in run.launched.items())
-        + f"; scored on the test split of {run.evaluate_on.label}")
-    if not wait:
-        with FinetuneState(config.output_dir) as state:
-            say(_compare_command(state, run.comparison, config_arg))
-        return 0
-    models = {}
-    for fraction, launched in run.launched.items():
-        job = launched.job
-        backend = create_backend(config.finetune, provider=job.provider, output_dir=config.output_dir)
-        code = _wait(config, backend, job.id, config_arg=config_arg, say=say)
-        if code:
-            return code
-        with FinetuneState(config.output_dir) as state:
-            record = state.job(job.id)
-        models[f"fraction {fraction:g}"] = record.fine_tuned_model if record else job.fine_tuned_model
-    say(f"asking {len(models)} models the test questions of {run.evaluate_on.label}")
-    ev = compare_models(backend, run.evaluate_on, models, config.finetune.evaluation)
-    say(f"evaluated {len(ev.rows)} questions; mean score (token F1 against the reference answer):")
-    for line in table(ev):
-        say(line)
-    say(f"  report: {ev.html}")
-    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,7 +130,7 @@ class _Printer:
             self.last = key
 
 
-def _wait(config: Config, backend: Backend, job_id: str, *, config_arg: str, say: Say) -> int:
+def wait_for_job(config: Config, backend: Backend, job_id: str, *, config_arg: str, say: Say) -> int:
     def retry(exc: TransientError, delay: float) -> None:
         say(f"  {exc}; trying again in {delay:g}s")
 
@@ -224,7 +190,7 @@ def cmd_jobs(config: Config, *, verb: str, job_id: str | None, config_arg: str, 
         assert job_id is not None
         backend, record = _backend_for(config, state, job_id)
     if verb == "wait":
-        return _wait(config, backend, job_id, config_arg=config_arg, say=say)
+        return wait_for_job(config, backend, job_id, config_arg=config_arg, say=say)
     with FinetuneState(config.output_dir) as state:
         if verb == "events":
             for e in backend.list_events(job_id):
@@ -301,11 +267,11 @@ def _comparisons(state: FinetuneState, job_id: str, config_arg: str) -> list[str
     for c in state.comparisons(job_id):
         lines.append(f"  comparison {c.id} ({c.kind}): " + " · ".join(
             f"{m['fraction']:g} → {m['job_id']} ({m['version']})" for m in c.members))
-        lines.append(_compare_command(state, c, config_arg))
+        lines.append(compare_command(state, c, config_arg))
     return lines
 
 
-def _compare_command(state: FinetuneState, c: Comparison, config_arg: str) -> str:
+def compare_command(state: FinetuneState, c: Comparison, config_arg: str) -> str:
     """`evaluate` over the comparison's models once all of them exist; until then, the --wait run that waits."""
     members = [state.job(m["job_id"]) for m in c.members]
     models = [m.fine_tuned_model if m else None for m in members]

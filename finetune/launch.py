@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from configs import Config
-from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile, create_backend
+from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile
+from finetune.providers import create_backend
 from finetune.state import FinetuneState, JobRecord, Lineage
-from transforms import model_registry
+from configs import model_registry
 from transforms.build import datasets_root
 from transforms.approval import check_approval
 from transforms.tokens import TokenCounter

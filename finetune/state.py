@@ -4,8 +4,8 @@
 never uploaded twice; `ft_jobs` records every job with its provider, dataset version, last seen status and
 lineage (base model, and for continued fine-tuning the parent model and, when this output_dir made it, the
 parent's job), so any later command (and any backend, including a local trainer) finds the job again;
-`ft_comparisons` groups the jobs of one experiment (`finetune --compare-fractions`). Same conventions as the
-crawl store: autocommit, one statement per transaction, WAL.
+`ft_comparisons` groups the jobs of one experiment (`finetune --compare-fractions`). The conventions of every
+table of the state (`base.state`): autocommit, one statement per transaction, WAL.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crawlers.store import connect, migrate, now, state_path
+from base.state import connect, migrate, now, state_path
 from finetune.backend import Job
 
 SCHEMA = """

@@ -5,7 +5,7 @@ error), `interrupted` (Ctrl-C / SIGTERM), `skipped` (a scheduled run found the o
 process was killed; found out by the next run that takes the lock). Counts are per stage: per source for the
 crawl (a `crawl --worker` row also has `fetched`, the pages this worker fetched, and `ingested`, the pages of
 every worker it stored; its new/changed/unchanged/removed are its state's), per stage of the build, and the
-dataset version it produced. Same conventions as the crawl store:
+dataset version it produced. The conventions of every table of the state (`base.state`):
 autocommit, one statement per transaction, WAL, so a crash never leaves a half-written row.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crawlers.store import connect, now, state_path
+from base.state import connect, now, state_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

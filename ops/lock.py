@@ -20,10 +20,10 @@ import secrets
 import socket
 import sys
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from base.errors import Crawl2TuneError
+from base.state import now
 
 LOCK_FILE = ".crawl2tune.lock"
 HOLDER_FILE = ".crawl2tune.lock.json"  # the exclusive holder
@@ -89,10 +89,6 @@ def command_line() -> str:
     return " ".join(argv)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class OutputLock:
     """`with OutputLock(output_dir, shared=False):` — refuses at once (`LockHeld`) instead of waiting.
 
@@ -102,7 +98,7 @@ class OutputLock:
     def __init__(self, output_dir: Path, *, shared: bool = False, command: str | None = None):
         self.dir = Path(output_dir)
         self.shared = shared
-        self.me = Holder(os.getpid(), socket.gethostname(), command or command_line(), _now(),
+        self.me = Holder(os.getpid(), socket.gethostname(), command or command_line(), now("seconds"),
                          "shared" if shared else "exclusive")
         self.recovered: list[Holder] = []
         self._fd: int | None = None

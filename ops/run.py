@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ops import logs
+from base import logs
 from ops.ledger import Ledger, Run, _current
 from ops.lock import OutputLock
 

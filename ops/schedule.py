@@ -17,16 +17,19 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Callable
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from croniter import croniter
+from tzlocal import get_localzone
 
-from ops import logs
-from ops.cron import CronTrigger
+from configs.cron import check
+from base import logs
 from ops.ledger import Ledger
 from ops.lock import LockHeld
 from base.errors import Crawl2TuneError
@@ -34,6 +37,30 @@ from base.errors import Crawl2TuneError
 
 class ScheduleError(Crawl2TuneError, ValueError):
     """The config has nothing to schedule."""
+
+
+class CronTrigger(BaseTrigger):
+    """APScheduler trigger firing at the times a cron expression names."""
+
+    def __init__(self, expression: str, timezone: tzinfo | None = None):
+        self.expression = check(expression)
+        self.seconds = len(self.expression.split(" ")) == 6
+        self.timezone = timezone or get_localzone()
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        """The first fire time after `previous_fire_time`, or at/after `now` when there was none."""
+        start = previous_fire_time if previous_fire_time is not None else now - timedelta(microseconds=1)
+        return self.next_after(start)
+
+    def next_after(self, moment: datetime) -> datetime:
+        moment = moment.astimezone(self.timezone)
+        return croniter(self.expression, moment, second_at_beginning=self.seconds).get_next(datetime)
+
+    def __str__(self) -> str:
+        return f"cron[{self.expression}]"
+
+    def __repr__(self) -> str:
+        return f"<CronTrigger {self.expression!r} tz={self.timezone}>"
 
 
 @dataclass(frozen=True)
@@ -73,7 +100,6 @@ class Scheduler:
         self.output_dir = Path(output_dir)
         self.triggers = {job: CronTrigger(job.expression) for job in jobs}
         self.stop = threading.Event()
-        self.failures = 0
 
     # --- when -------------------------------------------------------------------------------------
 
@@ -104,12 +130,9 @@ class Scheduler:
                 logs.say(f"warning: scheduled run skipped (run {run_id}): {exc}", "warning")
             return 1
         except Exception as exc:  # recorded as failed by the run itself
-            self.failures += 1
             with logs.stage("schedule"):
                 logs.error(f"error: scheduled run of {', '.join(job.sources)} failed: {exc}")
             return 1
-        if code not in (0, None):
-            self.failures += 1
         return int(code or 0)
 
     def run_due(self, now: datetime | None = None) -> int:

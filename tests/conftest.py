@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transforms import model_registry  # noqa: E402
+from configs import model_registry  # noqa: E402
 
 TODAY = date(2026, 11, 21)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from configs import Config, load_config
 from crawlers.document import text_hash
-from crawlers.store import connect, state_path
+from base.state import state_path
+from crawlers.store import open_state
 
 FETCHED = "2026-11-01T00:00:00+00:00"
 
@@ -21,7 +22,7 @@ def page(slug: str, text: str, *, title: str | None = None, category: str = "[ì˜
 def write_pages(output_dir: Path, pages: list[dict], *, replace: bool = True) -> Path:
     """Make exactly `pages` the live documents of the state under `output_dir` (a re-crawl, when it exists)."""
     path = state_path(output_dir)
-    db = connect(path)
+    db = open_state(path)
     if replace:
         db.execute("UPDATE pages SET live = 0")
     for p in pages:

@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from configs import load_config
-from crawlers.store import PageStore, state_path
+from base.state import state_path
+from crawlers.store import PageStore
 from finetune.evaluate import compare_models, table
 from test_evaluate import StubBackend, write_dataset
 from test_finetune import documents, fake, project, the_job  # noqa: F401  (shared fixtures)

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import TODAY
 from crawlers.document import Document, text_hash
-from crawlers.store import PageStore, state_path
+from base.state import state_path
+from crawlers.store import PageStore
 from fake_openai import FakeOpenAI
 from pipeline import main
 
@@ -222,7 +223,7 @@ def test_a_retired_model_is_refused_before_anything_is_uploaded(project, capsys)
 
 
 def test_no_new_openai_jobs_from_2027_01_06(project, capsys, monkeypatch):
-    from transforms import model_registry
+    from configs import model_registry
 
     monkeypatch.setattr(model_registry, "today", lambda: date(2027, 1, 6))
     assert project.run("finetune") == 1
@@ -403,7 +404,8 @@ def test_environment_overrides_the_config_file_for_endpoint_organization_and_pro
 
 def test_azure_provider_builds_the_sdks_azure_client(monkeypatch):
     from configs import FinetuneConfig
-    from finetune.backend import FinetuneError, create_backend
+    from finetune.backend import FinetuneError
+    from finetune.providers import create_backend
 
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key-0123456789")
     config = FinetuneConfig(provider="azure", base_url="https://res.openai.azure.com/")

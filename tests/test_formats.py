@@ -16,7 +16,7 @@ import pytest
 from conftest import chat, write_jsonl
 from dataset_state import guide_pages, make_config, page, write_pages
 from transforms.build import build
-from transforms.model_registry import lookup
+from configs.model_registry import lookup
 from transforms.tokens import TokenCounter
 from transforms.validate import validate_file
 

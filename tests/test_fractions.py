@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from configs import with_fraction
-from crawlers.store import PageStore, state_path
+from base.state import state_path
+from crawlers.store import PageStore
 from dataset_state import guide_pages, make_config, page, write_pages
 from finetune.state import FinetuneState
 from pipeline import main

@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from transforms.model_registry import ModelError, check, lookup
+from configs.model_registry import ModelError, check, lookup
 
 
 @pytest.mark.parametrize("name", ["gpt-3.5-turbo-0125", "gpt-3.5-turbo-1106", "gpt-3.5-turbo-0613",
@@ -59,7 +59,7 @@ def test_a_dataset_trained_locally_is_not_bound_by_openai_dates():
 
 
 def test_a_fine_tune_is_judged_by_its_base_and_the_messages_name_the_base():
-    from transforms.model_registry import base_of, without_checkpoint
+    from configs.model_registry import base_of, without_checkpoint
 
     tuned = "ft:gpt-4o-mini-2024-07-18:acme:guide:abc123"
     spec, warnings = check(tuned, on=date(2026, 11, 21))

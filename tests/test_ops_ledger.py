@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ops import logs
+from base import logs
 from ops.ledger import Ledger, note_job
 from ops.run import recorded
 from ops_site import config, docs_site, runs, snapshot

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from configs import ConfigError, load_config
-from ops.cron import CronTrigger
+from ops.schedule import CronTrigger
 from ops.schedule import Planned, plan
 from ops_site import config, docs_site, pipeline, runs, wait_for
 from pipeline import main

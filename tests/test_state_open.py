@@ -6,14 +6,14 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from crawlers.store import ADDED_COLUMNS, connect
+from crawlers.store import ADDED_COLUMNS, open_state
 from finetune.state import ADDED_JOB_COLUMNS, FinetuneState
 
 
 def _open(path: str, barrier: "multiprocessing.synchronize.Barrier", results: "multiprocessing.Queue") -> None:
     barrier.wait()
     try:
-        connect(Path(path)).close()
+        open_state(Path(path)).close()
         FinetuneState(Path(path).parent).close()
         results.put("ok")
     except Exception as exc:  # reported to the test, which names it
@@ -32,7 +32,7 @@ def test_processes_opening_a_new_state_at_once_all_succeed(tmp_path):
         for process in processes:
             process.join(timeout=60)
         assert outcomes == ["ok"] * 4, outcomes
-        db = connect(path)
+        db = open_state(path)
         assert set(ADDED_COLUMNS) <= {row[1] for row in db.execute("PRAGMA table_info(pages)")}
         assert set(ADDED_JOB_COLUMNS) <= {row[1] for row in db.execute("PRAGMA table_info(ft_jobs)")}
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

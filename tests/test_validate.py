@@ -4,7 +4,7 @@ import pytest
 
 from conftest import chat, write_jsonl
 from pipeline import main
-from transforms.model_registry import lookup
+from configs.model_registry import lookup
 from transforms.tokens import TokenCounter
 from transforms.validate import validate_file, validate_lines
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from base.errors import Crawl2TuneError
+from base.state import now, state_path
 from transforms.build import datasets_root
-from transforms.review_state import ReviewError, now, open_state
+from transforms.review_state import ReviewError, open_state
 from transforms.version import DatasetVersion, read_manifest, resolve as resolve_version
 
 
@@ -29,7 +30,7 @@ def approve(state: Path, version_dir: Path, by: str | None = None) -> dict[str, 
     version_dir = Path(version_dir)
     manifest = read_manifest(version_dir)
     record = {"dataset": manifest.dataset, "version": manifest.version,
-              "manifest_sha256": manifest_sha256(version_dir), "approved_at": now(),
+              "manifest_sha256": manifest_sha256(version_dir), "approved_at": now("seconds"),
               "approved_by": by or _user()}
     with closing(open_state(state)) as db:
         db.execute("INSERT OR REPLACE INTO approvals VALUES (:dataset, :version, :manifest_sha256, :approved_at, "
@@ -73,8 +74,6 @@ def resolve(config: Any, version: str | Path = "latest") -> DatasetVersion:
 
 def is_approved(config: Any, version: str | Path = "latest") -> bool:
     """True when `version` of the config's dataset was approved with `approve` and has not changed since."""
-    from crawlers.store import state_path
-
     try:
         version_dir = resolve(config, version).dir
     except ReviewError:

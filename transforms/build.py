@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from configs import Config
-from crawlers.store import PageStore, state_path
-from transforms import estimate, model_registry
+from configs import Config, model_registry
+from base.state import state_path
+from crawlers.store import PageStore
+from transforms import estimate
 from transforms.compose import ComposeExamples
 from transforms.decisions import ApplyDecisions, stored_decisions
 from transforms.dedup import Dedup

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from base.state import now
 from transforms.example import Example
-from transforms.review_state import ReviewError, now, open_state
+from transforms.review_state import ReviewError, open_state
 from transforms.stage import Stage, StageLog
 
 EXCLUDE = {"exclude", "제외"}
@@ -79,7 +80,7 @@ def apply_review(state: Path, dataset: str, path: Path, known_ids: Iterable[str]
                 continue
             kind, answer = ("exclude", None) if word in EXCLUDE else ("edit", decision)
             db.execute("INSERT OR REPLACE INTO review_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (dataset, example_id, kind, answer, url, str(path), now()))
+                       (dataset, example_id, kind, answer, url, str(path), now("seconds")))
             if kind == "exclude":
                 applied.excluded += 1
             else:

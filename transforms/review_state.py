@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 
 from base.errors import Crawl2TuneError
+from base.state import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS review_decisions (
@@ -34,14 +34,8 @@ class ReviewError(Crawl2TuneError, ValueError):
     """A review file or approval request cannot be used; the message says what to fix."""
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def open_state(state: Path) -> sqlite3.Connection:
-    """The crawl state with the review tables created."""
-    from crawlers.store import connect
-
+    """The state with the review tables created."""
     db = connect(Path(state))
     db.executescript(SCHEMA)
     return db

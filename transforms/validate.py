@@ -26,9 +26,9 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal
 import orjson
 
 from transforms import estimate
+from configs.model_registry import ModelSpec
 from transforms.example import Example
 from transforms.formats import Format
-from transforms.model_registry import ModelSpec
 from transforms.stage import Stage, StageLog
 from transforms.tokens import TokenCounter, chat_tokens, message_strings
 
@@ -477,7 +477,7 @@ def _parts(path: Path, n: int) -> list[tuple[int, int, int]]:
 
 
 def _check_part(job: tuple[str, int, int, int, str, int | None, FileFormat | None]) -> Report:
-    from transforms.model_registry import lookup
+    from configs.model_registry import lookup
 
     path, start, end, first_line, model, limit, fmt = job
     spec = lookup(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator, Coroutine, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 import scrapy
@@ -31,17 +31,16 @@ from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.internet.error import TimeoutError as TwistedTimeoutError
 from twisted.python.failure import Failure
 
+from base.state import now
 from configs import SourceConfig
 from crawlers.document import Document, text_hash
 from crawlers.items import FetchedPage
 from crawlers.middlewares import RedirectLoop
 from crawlers.links import LinkRules, in_domains, in_scope
 from crawlers.pages import PagePool
-from crawlers.store import PageStore, dropped_record, now
+from crawlers.pipelines import Storage
+from crawlers.store import PageStore
 from crawlers.urls import canonical_url, clean_url
-
-if TYPE_CHECKING:
-    from ops.frontier import Frontier
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 HOME_CRUMBS = {"home", "홈", "메인", "main", "top", "처음"}
@@ -116,16 +115,13 @@ class SiteSpider(scrapy.Spider):
         local_proxy: str | None = None,
         pool: PagePool | None = None,
         started: str | None = None,
-        frontier: "Frontier | None" = None,
         **kwargs: Any,
     ):
         super().__init__(name=source.name, **kwargs)
         self.source = source
         self.local_proxy = local_proxy
         self.pool = pool or PagePool(0)
-        self.started = started or now()  # the crawl's start; a resumed crawl keeps the first run's
-        self.frontier = frontier  # a worker of a shared crawl: pages go to the other workers through it
-        self.left = False  # a worker: it left the shared crawl with its state complete
+        self.started = started or now()  # the crawl's start; a resumed crawl keeps the first run's (and see Storage)
         self.start_urls = list(source.start_urls)
         self.allowed_domains = source.domains
         self.rules = LinkRules(tuple(source.domains), tuple(source.include), tuple(source.exclude))
@@ -139,21 +135,17 @@ class SiteSpider(scrapy.Spider):
         spider.max_depth = crawler.settings.getint("DEPTH_LIMIT")
         return spider
 
-    def closed(self, reason: str) -> Coroutine[Any, Any, None] | None:
-        if self.frontier is not None:  # Scrapy awaits the worker leaving the shared crawl
-            return self.leave_shared_crawl(reason)
-        self.crawler.stats.set_value("crawl2tune/changes", self.changes)
-        self.store.close()
-        return None
+    @property
+    def storage(self) -> Storage:
+        """Where the pages go (`crawlers.pipelines.Storage`: this state, or a shared crawl's page stream)."""
+        storage = self.crawler.get_item_pipeline(Storage)
+        assert storage is not None, "crawlers.settings configures a Storage pipeline"
+        return storage
 
-    async def leave_shared_crawl(self, reason: str) -> None:
-        assert self.frontier is not None
+    async def closed(self, reason: str) -> None:
         try:
-            await self.frontier.finish(self.store, self.changes, reason)
-            self.left = True
+            await self.storage.finish(reason)
         finally:
-            self.crawler.stats.set_value("crawl2tune/published", self.frontier.published)
-            self.crawler.stats.set_value("crawl2tune/ingested", self.frontier.ingested)
             self.crawler.stats.set_value("crawl2tune/changes", self.changes)
             self.store.close()
 
@@ -254,12 +246,7 @@ class SiteSpider(scrapy.Spider):
         known = self.known.get(fetched)
         url = known.url if known else fetched
         transient = status not in GONE and reason != "too_large"
-        if self.frontier is not None:
-            self.frontier.publish(dropped_record(url, source=self.source.name, status=status, reason=reason,
-                                                 fetched_url=fetched, keep=transient))
-        elif self.store.drop(url, source=self.source.name, status=status, reason=reason, fetched_url=fetched,
-                             keep=transient):
-            self.changes["removed"].append(url)
+        self.storage.failed(url, status=status, reason=reason, fetched_url=fetched, keep=transient)
         depth = request.meta.get("depth", 0) + 1
         if transient and known is not None and known.live and not (self.max_depth and depth > self.max_depth):
             links = [link for link in self.store.links(url) if in_scope(link, self.rules)]

@@ -2,8 +2,8 @@
 
 A JSON line carries `ts`, `level`, `run_id` (the ledger's run, if any), `stage` (crawl, build, finetune,
 schedule, …), `message`, and `logger` for records of Python's logging. Every line is redacted (API keys
-masked) before it is written, in this process and in the crawl's child process, which learns the format and
-the run id from the environment (CRAWL2TUNE_LOG_FORMAT, CRAWL2TUNE_RUN_ID).
+masked, `redact`) before it is written, in this process and in the crawl's child process, which learns the
+format and the run id from the environment (CRAWL2TUNE_LOG_FORMAT, CRAWL2TUNE_RUN_ID).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable, Iterator, TextIO
+from typing import Iterator, TextIO
 
 FORMATS = ("text", "json")
 ENV_FORMAT = "CRAWL2TUNE_LOG_FORMAT"
@@ -24,15 +25,17 @@ ENV_RUN = "CRAWL2TUNE_RUN_ID"
 
 _run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("crawl2tune_run_id", default=None)
 _stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("crawl2tune_stage", default=None)
-_state: dict[str, object] = {"format": "text", "redact": lambda text: text}
+_state: dict[str, object] = {"format": "text"}
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
 
 
 def redact(text: str) -> str:
-    """Mask secrets with the redaction the CLI configured (pipeline.redact)."""
-    return _state["redact"](text)  # type: ignore[operator]
-
-
-_redact = redact
+    """Mask API keys: the configured one wherever it appears, and anything shaped like an OpenAI key."""
+    for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub(r"\1***", text)
 
 
 def fmt() -> str:
@@ -45,7 +48,7 @@ def record(message: str, level: str = "info", **extra: object) -> str:
     if run_id is None and os.environ.get(ENV_RUN, "").isdigit():
         run_id = int(os.environ[ENV_RUN])
     data = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level,
-            "run_id": run_id, "stage": _stage.get() or _state.get("stage"), "message": _redact(message), **extra}
+            "run_id": run_id, "stage": _stage.get() or _state.get("stage"), "message": redact(message), **extra}
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -57,12 +60,12 @@ def say(text: str = "", level: str = "info") -> None:
                 level = text.lstrip().split(":", 1)[0]
             print(record(text, level), flush=True)
     else:
-        print(_redact(text), flush=True)
+        print(redact(text), flush=True)
 
 
 def error(text: str) -> None:
     """The one-line error of a failed command (stderr)."""
-    print(record(text, "error") if fmt() == "json" else _redact(text), file=sys.stderr, flush=True)
+    print(record(text, "error") if fmt() == "json" else redact(text), file=sys.stderr, flush=True)
 
 
 class JsonFormatter(logging.Formatter):
@@ -89,14 +92,11 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure(log_format: str = "text", *, redact: Callable[[str], str] | None = None,
-              level: int = logging.WARNING, stream: TextIO | None = None) -> None:
+def configure(log_format: str = "text", *, level: int = logging.WARNING, stream: TextIO | None = None) -> None:
     """Set the format for this process and the processes it starts; route Python's logging to stderr."""
     if log_format not in FORMATS:
         raise ValueError(f"unknown log format {log_format!r}; use one of {', '.join(FORMATS)}")
     _state["format"] = log_format
-    if redact is not None:
-        _state["redact"] = redact
     os.environ[ENV_FORMAT] = log_format
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_crawl2tune", False)]:
@@ -171,9 +171,7 @@ def configure_child(stage_name: str) -> bool:
     log_format = os.environ.get(ENV_FORMAT, "text")
     if log_format != "json":
         return False
-    from pipeline import redact  # one redaction for every line crawl2tune writes
-
     _state["stage"] = stage_name  # the whole process is that stage, whatever context a callback runs in
     sys.stderr = JsonLines(sys.__stderr__)  # plain lines (progress) become JSON lines too
-    configure("json", redact=redact, stream=sys.__stderr__)
+    configure("json", stream=sys.__stderr__)
     return True

@@ -10,14 +10,15 @@ started at any time, fetch each page once overall. What scrapy-redis leaves open
   from the queue); an idle worker closes only when one atomic look finds the queue empty and no live worker
   busy;
 - every worker's state ends with every page, wherever the workers run: a worker does not store what it
-  fetched, it publishes each page's outcome (the whole record, `crawlers.store.document_record`) to the
-  crawl's page stream, and every worker applies the stream to its own state as it goes and to its end
-  before leaving. The position is kept in the state and moved in the transaction that applies the entries,
-  so workers sharing one output_dir apply each entry once and a restarted worker continues where it was;
+  fetched, its storage (`PublishPages`, in place of `crawlers.pipelines.StoreDocument`) publishes each page's
+  outcome (the whole record, `crawlers.store.document_record`) to the crawl's page stream, and every worker
+  applies the stream to its own state as it goes and to its end before leaving. The position is kept in the
+  state and moved in the transaction that applies the entries, so workers sharing one output_dir apply each entry once and a restarted worker continues where it was;
 - one document per canonical URL: the first worker to claim a URL in the crawl's document set keeps it,
   later ones drop theirs as `duplicate`, as a single-process crawl does;
 - the crawl is one crawl: one start time (the first worker's, which names the crawl), one page count for
-  `max_pages` (when it is reached every worker stops, and the crawl retires nothing). A worker that leaves a
+  `max_pages` (`CLOSESPIDER_PAGECOUNT`, counted over every worker in place of Scrapy's CloseSpider; when it is
+  reached every worker stops, and the crawl retires nothing). A worker that leaves a
   complete crawl (not interrupted, not cut by `max_pages`, no worker died) retires in its own state the
   pages no worker reached; the last one to leave clears the crawl's keys, so the next crawl starts from the
   start URLs. A crawl a worker left interrupted (Ctrl-C) keeps its keys, so starting workers again continues it.
@@ -46,7 +47,10 @@ from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 from twisted.internet import task
 
-from crawlers.store import PageStore, now
+from base.state import now
+from crawlers.items import FetchedPage
+from crawlers.pipelines import Storage
+from crawlers.store import PageStore, document_record, dropped_record
 
 HEARTBEAT_SECONDS = 0.25  # how often a waiting worker looks at the queue and refreshes its heartbeat
 HEARTBEAT_TTL = 15  # seconds without a heartbeat after which a worker counts as dead
@@ -194,19 +198,20 @@ class Frontier:
 
 
 def apply(settings: Settings, redis_url: str, prefix: str) -> Settings:
-    """Make a crawl one worker of the shared crawl: scrapy-redis's scheduler and dupefilter, and our presence
-    extension, on top of `crawlers.settings`."""
+    """Make a crawl one worker of the shared crawl, on top of `crawlers.settings`: scrapy-redis's scheduler and
+    dupefilter, and `CRAWL2TUNE_WORKER`, which configures `PublishPages` and `WorkerPresence` (and leaves out
+    `StoreDocument`). `WorkerPresence` counts `max_pages` over every worker, so Scrapy's CloseSpider is left out."""
     settings.setdict(worker_settings(redis_url, prefix), priority="project")
     extensions = dict(settings.getdict("EXTENSIONS"))
-    extensions["ops.frontier.WorkerPresence"] = 600
+    extensions["scrapy.extensions.closespider.CloseSpider"] = None
     settings.set("EXTENSIONS", extensions, priority="project")
     return settings
 
 
 def worker_settings(redis_url: str, prefix: str) -> dict[str, Any]:
     return {
-        "SCHEDULER": "ops.frontier.SharedScheduler",
-        "DUPEFILTER_CLASS": "ops.frontier.CanonicalRedisDupeFilter",
+        "SCHEDULER": "crawlers.frontier.SharedScheduler",
+        "DUPEFILTER_CLASS": "crawlers.frontier.CanonicalRedisDupeFilter",
         "SCHEDULER_QUEUE_CLASS": "scrapy_redis.queue.PriorityQueue",  # keeps DEPTH_PRIORITY's breadth-first order
         "SCHEDULER_QUEUE_KEY": f"{prefix}:%(spider)s:requests",
         "SCHEDULER_DUPEFILTER_KEY": f"{prefix}:%(spider)s:dupefilter",
@@ -245,13 +250,66 @@ class SharedScheduler(Scheduler):
         return self.presence.take(super().next_request)
 
 
+class PublishPages(Storage):
+    """The storage of a shared crawl's worker: every page's outcome goes to the crawl's page stream (which every
+    worker, this one included, applies to its own state), and the crawl's document set says which worker keeps a
+    URL's document."""
+
+    shared = True
+
+    def __init__(self, crawler: Crawler):
+        super().__init__(crawler)
+        settings = crawler.settings
+        self.frontier = Frontier(settings["REDIS_URL"], settings["CRAWL2TUNE_REDIS_PREFIX"], crawler.spider.name,
+                                 settings["CRAWL2TUNE_WORKER"])
+
+    def open_spider(self) -> None:
+        self.spider.started = self.frontier.join()  # one crawl, one start, whichever worker came first
+
+    def duplicate(self, item: FetchedPage) -> bool:
+        # the other workers' documents are not all in this state yet; a 304 claims its document too, as storing
+        # it would
+        first = self.frontier.claim(item.url)
+        return not first and not item.not_modified
+
+    def store(self, item: FetchedPage) -> None:
+        if item.not_modified:  # the other workers' states may not hold it: send the whole stored document
+            record = self.spider.store.stored_document(item.url)
+        else:
+            assert item.document is not None
+            record = document_record(item.document, status=item.status, etag=item.etag,
+                                     last_modified=item.last_modified, fetched_url=item.fetched_url, links=item.links)
+        self.frontier.publish(record)
+
+    def dropped(self, item: FetchedPage, reason: str) -> None:
+        self.frontier.publish(dropped_record(
+            item.url, source=item.source, status=item.status, reason=reason, fetched_url=item.fetched_url,
+            etag=item.etag, last_modified=item.last_modified, links=item.links, not_modified=item.not_modified,
+        ))
+
+    def failed(self, url: str, *, status: int | None, reason: str, fetched_url: str, keep: bool) -> None:
+        self.frontier.publish(dropped_record(url, source=self.spider.source.name, status=status, reason=reason,
+                                             fetched_url=fetched_url, keep=keep))
+
+    async def finish(self, reason: str) -> None:
+        """Leave the shared crawl (`Frontier.finish`); `crawl2tune/left` in the stats says the worker did, with
+        its state complete."""
+        stats = self.crawler.stats
+        try:
+            await self.frontier.finish(self.spider.store, self.spider.changes, reason)
+            stats.set_value("crawl2tune/left", True)
+        finally:
+            stats.set_value("crawl2tune/published", self.frontier.published)
+            stats.set_value("crawl2tune/ingested", self.frontier.ingested)
+
+
 class WorkerPresence:
     """Scrapy extension of a shared crawl's worker: heartbeat, no closing while other workers are busy, the
     page stream applied to this worker's state as the crawl goes, and the crawl's shared `max_pages`."""
 
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
-        self.max_pages = crawler.settings.getint("CRAWL2TUNE_SHARED_MAX_PAGES")
+        self.max_pages = crawler.settings.getint("CLOSESPIDER_PAGECOUNT")
         self.frontier: Frontier | None = None
         self.state = ""
         self.waiting = False
@@ -271,7 +329,9 @@ class WorkerPresence:
         return extension
 
     def spider_opened(self, spider: Spider) -> None:
-        self.frontier = spider.frontier
+        storage = self.crawler.get_item_pipeline(PublishPages)
+        assert storage is not None  # configured by the same setting
+        self.frontier = storage.frontier
         scheduler = self.crawler.engine.scheduler if self.crawler.engine else None
         if isinstance(scheduler, SharedScheduler):
             scheduler.presence = self
