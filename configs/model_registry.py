@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
 from base.errors import Crawl2TuneError
-from transforms.formats import Format
+
+Format = Literal["chat", "prompt_completion"]  # the training-file formats a model takes (transforms.formats)
 
 NEW_JOBS_END = date(2027, 1, 6)  # OpenAI accepts no new fine-tuning jobs from this day on
 WARN_DAYS = 60

@@ -8,9 +8,9 @@ OpenAI's guide for completion models advises.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-Format = Literal["chat", "prompt_completion"]
+from configs.model_registry import Format
 
 PROMPT_SEPARATOR = "\n\n###\n\n"
 COMPLETION_STOP = " END"
