@@ -384,7 +384,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_review_serve(args: argparse.Namespace) -> int:
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.review_app.app import serve
 
     config = _config(args)

@@ -107,7 +107,7 @@ def test_a_post_without_the_csrf_token_is_refused(served):
     example_id = metadata(result.version_dir)[0]["example_id"]
     status, body = post(f"{url}/v/{result.version_dir.name}/decide", {"example_id": example_id, "action": "exclude"})
     assert status == 403 and "CSRF" in body
-    from crawlers.store import state_path
+    from base.state import state_path
     assert stored_decisions(state_path(config.output_dir), "guide") == {}
 
 
@@ -123,7 +123,7 @@ def test_an_edit_to_an_answer_that_changed_since_is_a_conflict_and_not_stored(se
     status, page_ = post(f"{url}/v/{name}/decide", {"csrf": token, "example_id": example_id, "action": "save",
                                                    "base": base, "answer": "오래된 화면의 수정"})
     assert status == 200 and 'id="conflict"' in page_
-    from crawlers.store import state_path
+    from base.state import state_path
     assert stored_decisions(state_path(config.output_dir), "guide")[example_id] == ("edit", "첫 번째 수정")
 
 
@@ -150,7 +150,7 @@ def test_off_loopback_every_request_needs_the_printed_token(built, tmp_path):
 def test_a_reviewer_excludes_edits_and_approves_in_the_browser_and_build_follows(served, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.approval import check_approval
 
     (config, result), url = served
@@ -192,7 +192,7 @@ def test_a_reviewer_excludes_edits_and_approves_in_the_browser_and_build_follows
 
 def test_the_pii_filter_finds_the_examples_of_a_page_with_personal_data(tmp_path):
     from transforms.review_app.app import build_app
-    from crawlers.store import state_path
+    from base.state import state_path
     from transforms.review_app import index
 
     pages = guide_pages(12) + [page("contact", "# 연락처\n\n담당: kim@corp.example.com, 010-9876-5432 로 연락하십시오.")]
