@@ -220,8 +220,7 @@ def run_pipeline(config: Config, *, config_arg: str, sources: list[str] | None =
 
 
 def _note_job(run: Any, config: Config, result: BuildResult) -> None:
-    """The ledger's job id: the newest job of the version this run built (the fine-tuning stage may also set
-    it itself through `ops.ledger.note_job`)."""
+    """The ledger's job id: the newest job of the version this run built."""
     from finetune.state import FinetuneState
 
     with FinetuneState(config.output_dir) as state:
