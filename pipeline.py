@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import traceback
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -217,8 +214,7 @@ def run_pipeline(config: Config, *, config_arg: str, sources: list[str] | None =
 
 
 def _note_job(run: Any, config: Config, result: BuildResult) -> None:
-    """The ledger's job id: the newest job of the version this run built (the fine-tuning stage may also set
-    it itself through `ops.ledger.note_job`)."""
+    """The ledger's job id: the newest job of the version this run built."""
     from finetune.state import FinetuneState
 
     with FinetuneState(config.output_dir) as state:
@@ -586,24 +582,16 @@ def main(argv: list[str] | None = None) -> int:
 def _write_traceback(args: argparse.Namespace) -> Path:
     """The current exception's traceback (a crawl child's included), in <output_dir>/logs/ when the config
     names a usable one, else in the temp directory."""
-    text = logs.redact("".join(traceback.format_exc()))
-    name = f"{getattr(args, 'command', 'pipeline')}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    folders = []
+    output_dir = None
     try:
         from configs import load_config
 
-        folders.append(Path(load_config(getattr(args, "config", None) or DEFAULT_CONFIG).output_dir) / "logs")
+        output_dir = load_config(getattr(args, "config", None) or DEFAULT_CONFIG).output_dir
     except Exception:  # noqa: BLE001 - no usable config: the temp directory it is
         pass
-    folders.append(Path(tempfile.gettempdir()) / "crawl2tune-logs")
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(text, encoding="utf-8")
-            return folder / name
-        except OSError:
-            continue
-    return Path(os.devnull)
+    path = logs.traceback_file(getattr(args, "command", "pipeline"), output_dir)
+    logs.append_traceback(path, traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ import logging
 import os
 import re
 import sys
+import tempfile
+import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator, TextIO
 
 FORMATS = ("text", "json")
@@ -165,9 +168,52 @@ class JsonLines(io.TextIOBase):
         self.target.flush()
 
 
-def configure_child(stage_name: str) -> bool:
-    """In a child process (the crawl): follow the parent's format. Returns True when the format is JSON, in which
-    case the caller should not let a library install its own text handler on the root logger."""
+def traceback_file(command: str, output_dir: Path | None) -> Path:
+    """A new file for this process's tracebacks, `<command>-<time>-<pid>.log`: in `<output_dir>/logs/` when that
+    is usable, else in the temp directory's crawl2tune-logs/ (os.devnull when neither is)."""
+    name = f"{command}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    folders = [Path(output_dir) / "logs"] if output_dir is not None else []
+    for folder in [*folders, Path(tempfile.gettempdir()) / "crawl2tune-logs"]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).touch()
+            return folder / name
+        except OSError:
+            continue
+    return Path(os.devnull)
+
+
+def append_traceback(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(redact(text))
+
+
+def _tracebacks_to_file(command: str, output_dir: Path) -> None:
+    """From now on (in this process and the processes it forks) a warning or error logged with an exception is
+    one line naming the file its traceback went to (`traceback_file`, made at the first): whichever library
+    logged it (Scrapy's spider and pipeline errors, the extractor's), the terminal gets no traceback."""
+    make = logging.getLogRecordFactory()
+    files: dict[int, Path] = {}  # by process: a forked one writes its own
+
+    def record(*args: object, **kwargs: object) -> logging.LogRecord:
+        rec = make(*args, **kwargs)
+        if rec.exc_info and rec.exc_info[0] is not None and rec.levelno >= logging.WARNING:
+            if os.getpid() not in files:
+                files[os.getpid()] = traceback_file(command, output_dir)
+            path = files[os.getpid()]
+            append_traceback(path, f"{rec.getMessage()}\n{''.join(traceback.format_exception(*rec.exc_info))}\n")
+            rec.msg = f"{rec.getMessage()} ({rec.exc_info[0].__name__}); the traceback is in {path}"
+            rec.args, rec.exc_info, rec.exc_text = (), None, None
+        return rec
+
+    logging.setLogRecordFactory(record)
+
+
+def configure_child(stage_name: str, output_dir: Path) -> bool:
+    """In a child process (the crawl): tracebacks go to a file in `<output_dir>/logs/` (each logged one is a line
+    naming it), and lines follow the parent's format. Returns True when the format is JSON, in which case the caller
+    should not let a library install its own text handler on the root logger."""
+    _tracebacks_to_file(stage_name, output_dir)
     log_format = os.environ.get(ENV_FORMAT, "text")
     if log_format != "json":
         return False

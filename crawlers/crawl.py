@@ -226,9 +226,14 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
 
 
 def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
-    """Runs inside the child process. A `worker` crawls through the shared Redis frontier (crawlers.frontier)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    json_logs = logs.configure_child("crawl")
+    """Runs inside the child process. A `worker` crawls through the shared Redis frontier (crawlers.frontier).
+
+    Ctrl-C before the crawl starts (Scrapy's own handler stops it gracefully once it runs) is held until the
+    crawlers are set up and then raised, so it never lands inside Scrapy's setup (where Twisted would print it
+    as an unhandled error) and the parent reports it as the one `interrupted` line."""
+    interrupted = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    json_logs = logs.configure_child("crawl", config.output_dir)
     workers = config.crawl.extract_workers
     with PageStore(state_path(config.output_dir)) as store:
         first_crawl = any(not store.has_pages(source.name) for source in config.sources)
@@ -250,6 +255,8 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
                 started = job.started if job else now()
                 process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started)
                 crawlers.append((source, crawler, job, started))
+            if interrupted.is_set():
+                raise KeyboardInterrupt
             process.start()
     finally:
         pool.close()

@@ -13,7 +13,8 @@ started at any time, fetch each page once overall. What scrapy-redis leaves open
   fetched, its storage (`PublishPages`, in place of `crawlers.pipelines.StoreDocument`) publishes each page's
   outcome (the whole record, `crawlers.store.document_record`) to the crawl's page stream, and every worker
   applies the stream to its own state as it goes and to its end before leaving. The position is kept in the
-  state and moved in the transaction that applies the entries, so workers sharing one output_dir apply each entry once and a restarted worker continues where it was;
+  state and moved in the transaction that applies the entries, so workers sharing one output_dir apply each
+  entry once and a restarted worker continues where it was;
 - one document per canonical URL: the first worker to claim a URL in the crawl's document set keeps it,
   later ones drop theirs as `duplicate`, as a single-process crawl does;
 - the crawl is one crawl: one start time (the first worker's, which names the crawl), one page count for

@@ -11,7 +11,6 @@ autocommit, one statement per transaction, WAL, so a crash never leaves a half-w
 
 from __future__ import annotations
 
-import contextvars
 import json
 import os
 import socket
@@ -44,7 +43,6 @@ CREATE INDEX IF NOT EXISTS runs_schedule ON runs (schedule, id);
 STATUSES = ("running", "ok", "failed", "interrupted", "skipped", "died")
 TRIGGERS = ("manual", "schedule")
 
-_current: contextvars.ContextVar["Run | None"] = contextvars.ContextVar("crawl2tune_run", default=None)
 
 
 @dataclass
@@ -165,15 +163,3 @@ class Run:
 
     def set_job(self, job_id: str) -> None:
         self.ledger.update(self.id, job_id=job_id)
-
-
-def current_run() -> Run | None:
-    """The run this code is part of, if any (set by `ops.run.recorded`)."""
-    return _current.get()
-
-
-def note_job(job_id: str) -> None:
-    """Hook for the fine-tuning stage: record the job a run started. Does nothing outside a recorded run."""
-    run = current_run()
-    if run is not None:
-        run.set_job(job_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from base import logs
-from ops.ledger import Ledger, Run, _current
+from ops.ledger import Ledger, Run
 from ops.lock import OutputLock
 
 
@@ -31,7 +31,6 @@ def recorded(output_dir: Path, command: str, *, trigger: str = "manual", schedul
                 logs.say(f"warning: recovered a stale lock of {holder.describe()}, which is no longer running"
                          + (f"; its run {', '.join(map(str, died))} is marked died" if died else ""), "warning")
             run = Run(ledger, ledger.start(command, trigger=trigger, schedule=schedule, sources=sources))
-            token = _current.set(run)
             try:
                 with logs.bound(run.id):
                     yield run
@@ -44,8 +43,6 @@ def recorded(output_dir: Path, command: str, *, trigger: str = "manual", schedul
                 raise
             else:
                 ledger.finish(run.id, run.status, error=run.error)
-            finally:
-                _current.reset(token)
     finally:
         lock.release()
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import chat, write_jsonl
+from sites import Page, Site, html_page, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("scrapy", "twisted", "torch", "openai")
@@ -77,6 +78,25 @@ def test_unexpected_exception_is_one_line_naming_the_log_with_the_traceback(tmp_
     assert log.parent == tmp_path / "out" / "logs"
     text = log.read_text(encoding="utf-8")
     assert "Traceback (most recent call last)" in text and "ZeroDivisionError: a bug" in text and "broken" in text
+
+
+def test_unexpected_exception_in_the_crawl_child_is_one_line_naming_the_log_with_the_traceback(tmp_path):
+    # `ns|p` is a valid CSS selector (config validation passes) whose namespace prefix lxml cannot resolve: the
+    # extractor, in the crawl's child process (and its extraction worker), raises XPathEvalError on the page.
+    site = Site({"/": Page(html_page("Home", "<p>The one page of this site, with a few words on it.</p>"))})
+    with site:
+        write_config(tmp_path, f'  - name: docs\n    start_urls: ["{site.base}/"]\n    content_selector: "ns|p"\n',
+                     crawl='  progress: "off"')
+        done = python("import sys, pipeline; sys.exit(pipeline.main(['crawl', '--config', 'config.yaml']))",
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr  # the page is dropped (empty), the crawl goes on
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"content extraction failed for {site.base}/ (XPathEvalError); the traceback is in ")
+    log = Path(lines[0].split("the traceback is in ")[1])
+    assert log.parent == tmp_path / "out" / "logs" and log.name.startswith("crawl-")
+    text = log.read_text(encoding="utf-8")
+    assert "Traceback (most recent call last)" in text and "XPathEvalError: Undefined namespace prefix" in text
 
 
 def test_ctrl_c_during_a_build_prints_one_line_from_the_whole_process_group(tmp_path):

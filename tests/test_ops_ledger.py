@@ -4,15 +4,16 @@ previous dataset byte-identical; `--log-format json` writes one redacted JSON ob
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from base import logs
-from ops.ledger import Ledger, note_job
-from ops.run import recorded
+from ops.ledger import Ledger
 from ops_site import config, docs_site, runs, snapshot
 from pipeline import main
 from sites import Site
+from test_finetune import fake, the_job  # noqa: F401  (shared fixtures)
 from transforms import write
 
 
@@ -93,13 +94,28 @@ def test_ledger_records_each_run_with_stage_counts_and_runs_lists_and_shows_them
     assert capsys.readouterr().err.startswith("error: no run 99 in ")
 
 
-def test_fine_tuning_stage_records_its_job_id_through_the_hook(tmp_path):
-    with recorded(tmp_path, "run") as run:
-        note_job("ftjob-abc123")
-    note_job("ftjob-outside")  # outside a run: nothing to record, no error
-    with Ledger(tmp_path) as ledger:
-        record = ledger.get(run.id)
-    assert (record.status, record.job_id) == ("ok", "ftjob-abc123")
+def test_fine_tuning_stage_records_its_job_id(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample_site"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""
+output_dir: out
+sources:
+  - name: guide
+    serve_dir: {sample}
+    start_urls: ["http://guide.example.internal/index.html"]
+dataset:
+  name: guide
+  test_fraction: 0.2
+  max_tokens_per_example: 4096
+finetune:
+  base_url: {fake.base_url}
+  poll_interval: 0
+""", encoding="utf-8")
+    assert main(["run", "--finetune", "--config", str(cfg)]) == 0
+    with Ledger(tmp_path / "out") as ledger:
+        (record,) = ledger.list()
+    assert (record.status, record.job_id) == ("ok", the_job(fake).id)
 
 
 def test_json_log_format_writes_one_redacted_object_per_line_with_run_id_and_stage(tmp_path, capfd, monkeypatch):
