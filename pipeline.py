@@ -500,7 +500,10 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)), help="YAML config (default: %(default)s)")
     rs.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default: %(default)s); any other than loopback needs the URL's token")
-    rs.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    from transforms.review_app import PORT
+
+    rs.add_argument("--port", type=int, default=PORT,
+                    help="port (default: %(default)s, where report.html links its examples; 0: a free one)")
     ap = command("approve", cmd_approve, "mark a dataset version approved for fine-tuning")
     ap.add_argument("version", help="version name (v0003), latest, or the version's folder")
     f = command("finetune", cmd_finetune, "check a dataset version, upload it once and start a fine-tuning job")

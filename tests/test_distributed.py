@@ -236,7 +236,9 @@ def test_max_pages_counts_the_pages_of_every_worker_and_a_cut_crawl_retires_noth
         _workers(_machines(tmp_path, site, redis_url, prefix), site, redis_url, prefix)  # a complete crawl first
 
         for page in site_pages.values():
-            page.delay = 0.2  # slow enough that both workers are still fetching when the count is reached
+            # slow enough that both workers are still fetching when the count is reached, even on a loaded
+            # machine where the second worker's 0.25 s heartbeat runs late
+            page.delay = 1.0
         machines = _machines(tmp_path, site, redis_url, prefix, source="    max_pages: 50\n")
         pages = list(_workers(machines, site, redis_url, prefix).elements())
 

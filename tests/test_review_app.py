@@ -45,7 +45,7 @@ def start(tmp_path: Path, *args: str):
 
 @pytest.fixture
 def served(built, tmp_path):
-    proc, url = start(tmp_path)
+    proc, url = start(tmp_path, "--port", "0")
     yield built, url.rstrip("/")
     proc.terminate()
     proc.wait(10)
@@ -85,6 +85,31 @@ def test_the_versions_page_lists_the_version_and_examples_page_escapes_crawled_t
     hostile = next(m for m in metadata(result.version_dir) if "hostile" in m["url"])
     source = get(f"{url}/v/{result.version_dir.name}/source/{hostile['example_id']}")
     assert "<script>alert" not in source and "&lt;img src=x onerror=alert(1)&gt;" in source
+
+
+def test_the_versions_page_shows_what_changed_and_the_report_links_each_example_to_the_app(served, tmp_path):
+    from transforms.review_app import URL
+
+    (config, first), url = served
+    write_pages(tmp_path / "out", guide_pages(14))  # two pages more
+    second = build(config)
+    assert second.manifest["diff"]["previous"] == first.version_dir.name and second.manifest["diff"]["added"] >= 2
+    versions = get(url + "/")
+    d = second.manifest["diff"]
+    assert f"examples: {d['added']} added, {d['removed']} removed, {d['changed']} changed" in versions, versions
+    assert f'href="/v/{second.version_dir.name}/report#changes"' in versions
+
+    with urllib.request.urlopen(f"{url}/v/{second.version_dir.name}/report", timeout=10) as r:
+        assert "script-src" not in r.headers["Content-Security-Policy"] and "default-src 'none'" in r.headers[
+            "Content-Security-Policy"]
+        report = r.read().decode("utf-8")
+    assert report == (second.version_dir / "report.html").read_text("utf-8")
+    links = re.findall(r'href="(http://127\.0\.0\.1:\d+/v/[^"]+)"', report)
+    assert links and all(link.startswith(f"{URL}/v/{second.version_dir.name}/source/") for link in links)
+    ids = {m["example_id"] for m in metadata(second.version_dir)}
+    for link in links[:5]:  # each opens the example in the running app (here on its own port)
+        assert link.rsplit("/", 1)[1] in ids
+        assert '<pre id="source">' in get(url + link[len(URL):])
 
 
 def test_pagination_and_filters_are_server_side(served):
@@ -147,11 +172,12 @@ def test_off_loopback_every_request_needs_the_printed_token(built, tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
-def test_a_reviewer_excludes_edits_and_approves_in_the_browser_and_build_follows(served, tmp_path):
+def test_a_reviewer_excludes_edits_and_approves_in_the_browser_and_build_follows(served, tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     from base.state import state_path
-    from transforms.approval import check_approval
+    from fake_openai import FakeOpenAI
+    from pipeline import main
 
     (config, result), url = served
     name = result.version_dir.name
@@ -183,11 +209,20 @@ def test_a_reviewer_excludes_edits_and_approves_in_the_browser_and_build_follows
     assert dialogs == []
     assert stored_decisions(state_path(config.output_dir), "guide")[edited] == ("edit", "검토자가 고친 답변입니다.")
     assert is_approved(config, name)
-    strict = config.model_copy(update={"finetune": config.finetune.model_copy(update={"require_approval": True})})
-    assert check_approval(strict, name) == result.version_dir
     rebuilt = build(config)
     ids = {m["example_id"]: m for m in metadata(rebuilt.version_dir)}
     assert excluded not in ids and ids[edited]["review"] == "edited"
+
+    cfg = tmp_path / "config.yaml"
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+        cfg.write_text(cfg.read_text("utf-8") + f"finetune:\n  base_url: {fake.base_url}\n  require_approval: true\n",
+                       encoding="utf-8")
+        assert main(["finetune", "--dataset", rebuilt.version_dir.name, "--config", str(cfg)]) == 1  # not approved
+        assert fake.find_requests("POST", "/v1/fine_tuning/jobs") == []
+        assert main(["finetune", "--dataset", name, "--config", str(cfg)]) == 0  # the version approved in the app
+        (job,) = fake.find_requests("POST", "/v1/fine_tuning/jobs")
+    assert fake.schema_violations == []
 
 
 def test_the_pii_filter_finds_the_examples_of_a_page_with_personal_data(tmp_path):

@@ -242,6 +242,8 @@ def build(config: Config) -> BuildResult:
                                  warnings=warnings, quality=quality,
                                  crawl=store.latest_crawls([s.name for s in config.sources]), files=hashes)
             diff = collector.diff(latest.dir if latest else None)
+            if diff is not None:
+                manifest["diff"] = {key: diff[key] for key in ("previous", "added", "removed", "changed")}
 
             def publish(folder: Path, manifest: dict[str, Any]) -> list[str]:
                 page = render(manifest, collector, out.tokens, diff)

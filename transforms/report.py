@@ -30,16 +30,29 @@ import orjson
 from configs import QualityConfig
 from transforms.example import Example
 from transforms.quality import QualityChecks
+from transforms.review_app import URL, example_url
 from transforms.stage import Dropped
 
 SAMPLES = 6
 DROP_EXAMPLES = 5
 DIFF_ROWS = 20
 _EXCERPT = 240
+POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # no script runs in the report
+
+
+class _Html(str):
+    """Markup made here, from escaped parts: `_e` leaves it as it is."""
 
 
 def _e(value: Any) -> str:
+    if isinstance(value, _Html):
+        return value
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def _linked(version: str, example_id: str) -> _Html:
+    """An example_id that opens the example in the review app (`review serve`, at its default port)."""
+    return _Html(f'<a href="{_e(example_url(version, example_id))}">{_e(example_id)}</a>')
 
 
 def _excerpt(text: str, limit: int = _EXCERPT) -> str:
@@ -244,8 +257,11 @@ def _place(sample: dict[str, Any]) -> str:
     return f"{sample['split']}.jsonl:{sample['line']}"
 
 
-def _quality(block: dict[str, Any]) -> str:
+def _quality(block: dict[str, Any], version: str) -> str:
     """The data-quality section: its warnings, one row per check (figure, threshold), the examples found."""
+    def link(example_id: str) -> _Html:
+        return _linked(version, example_id)
+
     checks = block["checks"]
     parts = ["<h2>Data quality</h2>"]
     if block["warnings"]:
@@ -271,12 +287,12 @@ def _quality(block: dict[str, Any]) -> str:
     parts.append(_table(["check", "figure", "warns above", "result"],
                         [[name, figure, limit, "warning" if check["warn"] else "ok"]
                          for name, figure, limit, check in rows]))
-    found = [[_place(s), s["example_id"], "refusal-like", s["excerpt"]] for s in refusals["examples"]]
-    found += [[_place(s), s["example_id"], f"{o['differs']}: {o['structure']}", ""]
+    found = [[_place(s), link(s["example_id"]), "refusal-like", s["excerpt"]] for s in refusals["examples"]]
+    found += [[_place(s), link(s["example_id"]), f"{o['differs']}: {o['structure']}", ""]
               for o in fmt["outliers"] for s in o["examples"]]
-    found += [[_place(s), s["example_id"], "very short", f"{s['answer_tokens']} answer tokens"]
+    found += [[_place(s), link(s["example_id"]), "very short", f"{s['answer_tokens']} answer tokens"]
               for s in short["examples"]]
-    found += [[_place(s), s["example_id"], f"repeated in {g['examples']} examples of {g['pages']} pages",
+    found += [[_place(s), link(s["example_id"]), f"repeated in {g['examples']} examples of {g['pages']} pages",
                g["excerpt"] or ""] for g in repeated["groups"] for s in g["examples_listed"]]
     if found:
         parts.append("<h3>Examples found (the first few of each)</h3>")
@@ -288,15 +304,20 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
            diff: dict[str, Any] | None) -> str:
     c, t = manifest["counts"], manifest["tokens"]
     title = f"{manifest['dataset']} {manifest['version']}"
+
+    def link(example_id: str) -> _Html:
+        return _linked(manifest["version"], example_id)
+
     parts = [
         "<!DOCTYPE html><html lang=\"ko\"><head><meta charset=\"utf-8\">",
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-        "style-src 'unsafe-inline'\">",
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{POLICY}\">",
         f"<title>crawl2tune report: {_e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Dataset {_e(title)}</h1>",
         f"<p class=\"muted\">built {_e(manifest['created_at'])} for {_e(manifest['model'])} "
         f"({_e(manifest.get('format', 'chat'))} format) · config {_e(manifest['config_hash'][:12])}</p>",
     ]
+    parts.append(f'<p class="muted">Each example_id opens the example beside its source in the review app, '
+                 f'while <code>python pipeline.py review serve</code> runs (at {_e(URL)}).</p>')
     if manifest.get("warnings"):
         parts.append('<div class="warn"><strong>Warnings</strong><ul>'
                      + "".join(f"<li>{_e(w)}</li>" for w in manifest["warnings"]) + "</ul></div>")
@@ -313,7 +334,7 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         summary.insert(4, [f"examples outside fraction {fraction['value']:g}", fraction["examples_outside"]])
     parts.append(_table(["", "value"], summary, numeric={1}))
     if manifest.get("quality"):
-        parts.append(_quality(manifest["quality"]))
+        parts.append(_quality(manifest["quality"], manifest["version"]))
     parts.append("<h2>Tokens per example</h2>")
     if c["examples"]:
         parts.append(f'<img alt="histogram of tokens per example" src="{token_histogram(tokens, t["limit"])}">')
@@ -363,9 +384,9 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         pairs = (manifest.get("dedup") or {}).get("pairs") or []
         if pairs:
             parts.append(_table(["dropped example", "duplicate of", "kind", "similarity"], [
-                [p["example_id"], p["duplicate_of"], p["kind"], p["similarity"]] for p in pairs[:DIFF_ROWS]]))
+                [p["example_id"], link(p["duplicate_of"]), p["kind"], p["similarity"]] for p in pairs[:DIFF_ROWS]]))
 
-    parts.append("<h2>Changes since the previous version</h2>")
+    parts.append('<h2 id="changes">Changes since the previous version</h2>')
     if diff is None:
         parts.append("<p>This is the first version of the dataset.</p>")
     else:
@@ -374,13 +395,13 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         for kind in ("added", "removed", "changed"):
             if diff[f"{kind}_rows"]:
                 parts.append(f"<h3>{kind} (first {DIFF_ROWS})</h3>")
-                parts.append(_table(["example_id", "split", "url", "question / page"],
-                                    [list(r) for r in diff[f"{kind}_rows"]]))
+                rows = [[link(r[0]) if kind != "removed" else r[0], *r[1:]] for r in diff[f"{kind}_rows"]]
+                parts.append(_table(["example_id", "split", "url", "question / page"], rows))
 
     parts.append("<h2>Sample examples</h2>")
     for _, sample in sorted(collector.samples, key=lambda s: s[1][0]):
         _, data = sample
-        parts.append(f"<h3>{_e(data['example_id'])} · {_e(data['split'])} · {_e(data['tokens'])} tokens</h3>"
+        parts.append(f"<h3>{_e(link(data['example_id']))} · {_e(data['split'])} · {_e(data['tokens'])} tokens</h3>"
                      f"<p class=\"muted\">{_e(data['category'])} · {_e(data['url'])}</p>")
         for message in data["messages"]:
             weight = f" (weight {message['weight']})" if "weight" in message else ""

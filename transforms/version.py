@@ -49,6 +49,8 @@ class Manifest(BaseModel):
     split: dict[str, Any] = Field({}, description="test_fraction, seed, stratify")
     fraction: dict[str, Any] = Field({}, description="value, documents kept, examples outside it")
     warnings: list[str] = Field([], description="the build's warnings")
+    diff: dict[str, Any] = Field({}, description="against the previous version: its name, examples added, "
+                                                  "removed and changed")
     quality: dict[str, Any] = Field({}, description="the data-quality checks, see reviewing a dataset")
     crawl: dict[str, Any] = Field({}, description="per source: the latest crawl's responses by status, drops "
                                                   "by reason, bytes, new/changed/unchanged/removed URLs")

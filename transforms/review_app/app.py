@@ -29,6 +29,7 @@ from transforms.approval import approval_of, approve
 from transforms.review_state import ReviewError
 from transforms.build import datasets_root
 from transforms.decisions import store_decisions, stored_decisions
+from transforms.report import POLICY as REPORT_POLICY
 from transforms.review_app import index
 from transforms.version import read_manifest, versions
 
@@ -74,6 +75,7 @@ class ReviewApp:
             Route("/", self.versions_page),
             Route("/v/{version}", self.examples_page),
             Route("/v/{version}/source/{example_id}", self.source_page),
+            Route("/v/{version}/report", self.report_page),
             Route("/v/{version}/decide", self.decide, methods=["POST"]),
             Route("/v/{version}/bulk-exclude", self.bulk_exclude, methods=["POST"]),
             Route("/v/{version}/approve", self.approve, methods=["POST"]),
@@ -135,6 +137,7 @@ class ReviewApp:
                 diff = {key: counts.get(key, 0) - previous.get(key, 0)
                         for key in ("documents", "examples", "train", "test")}
             rows.append({"name": version_dir.name, "manifest": manifest, "counts": counts, "diff": diff,
+                         "report": (version_dir / "report.html").exists(),
                          "approval": approval_of(self.state, version_dir)})
             previous = counts
         return self._render(request, "versions.html", dataset=self.config.dataset.name, rows=rows[::-1])
@@ -182,6 +185,14 @@ class ReviewApp:
             text = _section(text, row["section"])
         return self._render(request, "source.html", version=version_dir.name, row=row,
                             text=highlight(text, quotes), found=doc is not None)
+
+    async def report_page(self, request: Request) -> Response:
+        """The version's report.html as built (its own Content-Security-Policy forbids scripts)."""
+        page = self._version(request) / "report.html"
+        if not page.exists():
+            raise _NotFound(f"{page.parent.name} has no report.html; run python pipeline.py build")
+        return HTMLResponse(page.read_text(encoding="utf-8"),
+                            headers={"Content-Security-Policy": REPORT_POLICY})
 
     # -- actions
     async def decide(self, request: Request) -> Response:
