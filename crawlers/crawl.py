@@ -225,13 +225,23 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
 # --- the crawl ---------------------------------------------------------------------------------------
 
 
+_interrupted: Any = None  # the child's copy of the parent's Ctrl-C event (set by `_inherit`)
+
+
+def _inherit(interrupted: Any) -> None:
+    global _interrupted
+    _interrupted = interrupted
+
+
 def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     """Runs inside the child process. A `worker` crawls through the shared Redis frontier (crawlers.frontier).
 
-    Ctrl-C before the crawl starts (Scrapy's own handler stops it gracefully once it runs) is held until the
+    The child starts with SIGINT ignored (see `crawl`), so Ctrl-C during its imports prints nothing. Ctrl-C
+    before the crawl starts, seen by the parent or by this process, is held in the shared event until the
     crawlers are set up and then raised, so it never lands inside Scrapy's setup (where Twisted would print it
-    as an unhandled error) and the parent reports it as the one `interrupted` line."""
-    interrupted = threading.Event()
+    as an unhandled error) and the parent reports it as the one `interrupted` line. Once the crawl runs,
+    Scrapy's own handler stops it gracefully."""
+    interrupted = _interrupted if _interrupted is not None else threading.Event()
     signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     json_logs = logs.configure_child("crawl", config.output_dir)
     workers = config.crawl.extract_workers
@@ -289,22 +299,32 @@ def _redis_url(config: Config) -> str:
 def crawl(config: Config, *, worker: bool = False) -> list[SourceReport]:
     """Crawl every source of `config` into its state; one report per source.
 
-    While the child crawls, this process ignores SIGINT: Ctrl-C reaches the child too, which stops
-    gracefully and returns reports whose `finish_reason` is 'shutdown'.
+    While the child crawls, Ctrl-C does not stop this process: it reaches the child too, which stops gracefully
+    and returns reports whose `finish_reason` is 'shutdown'. The child starts with SIGINT ignored and gets the
+    event this process sets on Ctrl-C, so an interrupt during its start-up is raised once it is set up; one
+    that came too late for that and too early for Scrapy's handler is raised here when the child returns.
     """
     PageStore(state_path(config.output_dir)).close()  # fail early, in this process, if the state is unusable
     if worker:
         _redis_url(config)
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        future = pool.submit(_crawl_here, config, worker)  # the child starts now, with the default SIGINT handler
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            raise CrawlError(
-                "the crawl process died before it finished; what it fetched is kept, run the same command again"
-            ) from None
-        finally:
+    context = multiprocessing.get_context("spawn")
+    interrupted = context.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # the child inherits SIG_IGN
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_inherit,
+                                 initargs=(interrupted,)) as pool:
+            future = pool.submit(_crawl_here, config, worker)  # the child starts now
             if main:
-                signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+            reports = future.result()
+        if interrupted.is_set() and not any(r.interrupted for r in reports):
+            raise KeyboardInterrupt  # it came before Scrapy's handler was in: the user asked to stop all the same
+        return reports
+    except BrokenProcessPool:
+        raise CrawlError(
+            "the crawl process died before it finished; what it fetched is kept, run the same command again"
+        ) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)

@@ -117,3 +117,30 @@ def test_ctrl_c_during_a_build_prints_one_line_from_the_whole_process_group(tmp_
     assert child.returncode == 130
     assert err.splitlines() == ["interrupted: nothing half-written was kept, the previous dataset is intact; run the "
                                 "same command again to continue"]
+
+
+def test_ctrl_c_while_the_crawl_process_starts_prints_one_line(tmp_path):
+    """The spawned crawl child is held in its start-up (a sitecustomize on its path sleeps there) when the
+    whole process group gets SIGINT: neither process prints a traceback, the command prints its one line."""
+    with Site({"/": Page(html_page("시작", "<h1>시작</h1><p>안내 문서입니다.</p>"))}) as site:
+        config = write_config(tmp_path, f'  - name: docs\n    start_urls: ["{site.url("/")}"]')
+        hooks = tmp_path / "hooks"
+        hooks.mkdir()
+        starting = tmp_path / "child-starting"
+        (hooks / "sitecustomize.py").write_text(
+            "import sys, time, pathlib\n"
+            "if '--multiprocessing-fork' in sys.orig_argv:\n"
+            f"    pathlib.Path({str(starting)!r}).touch()\n    time.sleep(2)\n", encoding="utf-8")
+        child = subprocess.Popen([sys.executable, str(REPO / "pipeline.py"), "crawl", "--config", str(config)],
+                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True, env={**os.environ, "PYTHONPATH": f"{hooks}:{REPO}"})
+        deadline = time.monotonic() + 60
+        while not starting.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert starting.exists()
+        os.killpg(child.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+        _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert err.splitlines() == ["interrupted: nothing half-written was kept, the previous dataset is intact; run the "
+                                "same command again to continue"]
+    assert [hit.path for hit in site.hits if hit.path != "/robots.txt"] == []  # it stopped before crawling
