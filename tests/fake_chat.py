@@ -4,7 +4,7 @@ Every POST /v1/chat/completions is checked against the documented request (Creat
 tests/openai_schemas.json, response_format from tests/chat_schemas.json with Structured Outputs' strict-mode
 rules); a bad one is answered 400 and listed in `schema_violations`. The reply's pairs quote the section's own
 sentences, so they are grounded. Faults are planted per section (a substring of its heading → the faults of its
-successive requests): 429 (with retry-after-ms), 500, timeout (answers after `slow_seconds`), garbage (no JSON),
+successive requests, `+` joining faults of one reply): 429 (with retry-after-ms), 500, timeout (answers after `slow_seconds`), garbage (no JSON),
 fenced, think, around (prose around the JSON), and the bad pairs added to a good reply: invented (evidence
 the section does not hold), english (an English answer to a Korean section), duplicate (the first question again).
 """
@@ -185,21 +185,22 @@ class FakeChat:
         text, title = (section.group(1) if section else ""), (heading.group(1) if heading else "")
         with self._lock:
             self.requests.append(Received(title, text, body, time.monotonic()))
-            fault = next((self.faults[k].pop(0) for k in self.faults if k in title and self.faults[k]), None)
+            fault = next((self.faults[k].pop(0) for k in self.faults if k in title and self.faults[k]), "")
+            kinds = set(fault.split("+"))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             time.sleep(self.latency)
-            if fault == "429":
+            if "429" in kinds:
                 raise ApiError(429, "Rate limit reached for requests", type="requests", code="rate_limit_exceeded",
                                headers={"retry-after-ms": "50", "retry-after": "1"})
-            if fault == "500":
+            if "500" in kinds:
                 raise ApiError(500, "The server had an error while processing your request.", type="server_error")
-            if fault == "timeout":
+            if "timeout" in kinds:
                 time.sleep(self.slow_seconds)
             counted = _COUNT.search(user)
             n = int(next(g for g in counted.groups() if g)) if counted else 3
-            content = self._content(text, title, n, fault)
+            content = self._content(text, title, n, kinds)
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -214,8 +215,8 @@ class FakeChat:
         }
         return 200, {}, json.dumps(completion, ensure_ascii=False).encode()
 
-    def _content(self, text: str, title: str, n: int, fault: str | None) -> str:
-        if fault == "garbage":
+    def _content(self, text: str, title: str, n: int, kinds: set[str]) -> str:
+        if "garbage" in kinds:
             return "죄송합니다, 지금은 답변을 만들 수 없습니다."
         korean = bool(re.search(r"[가-힣]", text))
         styles = ["factual", "procedure", "troubleshooting", "comparison", "yes_no"]
@@ -231,16 +232,16 @@ class FakeChat:
                             "evidence": [INVENTED], "style": "procedure"},
                "english": {"question": f"{title}의 기본값은 무엇인가요?", "paraphrases": [], "answer": ENGLISH,
                            "evidence": [pairs[0]["evidence"][0]] if pairs else [], "style": "factual"},
-               "duplicate": dict(pairs[0], paraphrases=[]) if pairs else None}.get(fault or "")
-        if bad:
+               "duplicate": dict(pairs[0], paraphrases=[]) if pairs else None}
+        for fault in sorted(kinds & set(bad)):
             with self._lock:
-                self.planted.append(dict(bad, fault=fault))
-            pairs.append(bad)
+                self.planted.append(dict(bad[fault], fault=fault))
+            pairs.append(bad[fault])
         payload = json.dumps({"pairs": pairs}, ensure_ascii=False)
-        if fault == "fenced":
+        if "fenced" in kinds:
             return f"```json\n{payload}\n```"
-        if fault == "think":
+        if "think" in kinds:
             return f"<think>The section is about {title}; I will quote it {{verbatim}}.</think>\n{payload}"
-        if fault == "around":
+        if "around" in kinds:
             return f"Here are the pairs you asked for:\n{payload}\nI hope they help!"
         return payload
