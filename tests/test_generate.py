@@ -190,6 +190,13 @@ def test_run_generates_grounded_pairs_drops_the_planted_ones_and_pays_once(site,
         recall_meta = [m for m in lines(version / "metadata.jsonl") if m["split"] == "recall"]
         assert not any(m["url"] in test_urls for m in recall_meta)
 
+        import html
+
+        report = (version / "report.html").read_text(encoding="utf-8")
+        assert "<h2>Generated pairs</h2>" in report and "Examples per section" in report
+        assert "verify: ungrounded" in report and html.escape(INVENTED) in report  # the drop, with its sample
+        assert "question_dedup: duplicate_question" in report and "<td>factual</td>" in report
+
         assert main(["validate", str(version / "train.jsonl"), "--config", config]) == 0
 
         assert main(["run", "--config", config]) == 0
