@@ -31,7 +31,7 @@ from crawlers.store import PageStore
 from transforms.chunk import sections
 from transforms.filters import script_language
 from transforms.stage import run_stages
-from transforms.tokens import TokenCounter, count_messages
+from transforms.tokens import TokenCounter, chat_tokens, count_text
 
 PROMPTS = Path(__file__).resolve().parent.parent / "configs" / "prompts"
 ESTIMATE_ENCODING = "o200k_base"  # counts for a model whose encoding is unknown (marked as estimated)
@@ -191,7 +191,12 @@ class Generator:
             styles=", ".join(self.gen.styles), language=LANGUAGE_NAMES.get(section.language, section.language))
 
     def input_tokens(self, messages: list[dict[str, str]]) -> int:
-        return count_messages(self.counter.encoding, messages)
+        """Exact tokens of a request's messages as the chat API counts them (count_messages); the roles and the
+        system message, the same for every section, are counted once."""
+        values = sum(self.counter.cached(m["role"]) + (self.counter.cached(m["content"]) if m["role"] == "system"
+                                                      else count_text(self.counter.encoding, m["content"]))
+                     for m in messages)
+        return chat_tokens(len(messages), values)
 
     def expected_output(self, section: SectionText) -> int:
         n = self.questions(section)
