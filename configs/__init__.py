@@ -257,6 +257,16 @@ class QualityConfig(Section):
 GENERATION_STYLES = ("factual", "procedure", "troubleshooting", "comparison", "yes_no", "not_covered")
 
 
+class JudgeConfig(Section):
+    """A second model scoring every generated pair 1-5 for faithfulness to the section, usefulness and clarity;
+    a pair's score is the lowest of the three. It uses the generator's provider, server and key."""
+
+    model: str = Field(min_length=1, description="the judge model, e.g. gpt-4o-mini")
+    min_score: int = Field(3, ge=1, le=5, description="pairs scored below this are dropped (reason judged_low)")
+    prompt: Path | None = Field(None, description="prompt file (first line `version: N`); default: "
+                                "configs/prompts/judge.md")
+
+
 class GenerateConfig(Section):
     """`generate`: grounded question-answer pairs per section from an OpenAI-compatible model; none: templates.
 
@@ -310,6 +320,7 @@ class GenerateConfig(Section):
     price_per_1m_output_tokens: float | None = Field(
         None, ge=0, description="USD per 1M output tokens; default: the registry's for known models, else 0"
     )
+    judge: JudgeConfig | None = Field(None, description="score each pair with a judge model; drop the low ones")
     recall_share: float = Field(
         0.1, ge=0, lt=1, description="share of train questions of which one paraphrase is held out into "
         "eval_recall.jsonl (never trained on)"
@@ -632,6 +643,9 @@ def _rebase(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     generate = (raw.get("dataset") or {}).get("generate") if isinstance(raw.get("dataset"), dict) else None
     if isinstance(generate, dict) and isinstance(generate.get("prompt"), str):
         generate["prompt"] = str((base / generate["prompt"]).resolve())
+    judge = generate.get("judge") if isinstance(generate, dict) else None
+    if isinstance(judge, dict) and isinstance(judge.get("prompt"), str):
+        judge["prompt"] = str((base / judge["prompt"]).resolve())
     return raw
 
 

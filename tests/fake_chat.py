@@ -6,7 +6,9 @@ rules); a bad one is answered 400 and listed in `schema_violations`. The reply's
 sentences, so they are grounded. Faults are planted per section (a substring of its heading → the faults of its
 successive requests, `+` joining faults of one reply): 429 (with retry-after-ms), 500, timeout (answers after `slow_seconds`), garbage (no JSON),
 fenced, think, around (prose around the JSON), and the bad pairs added to a good reply: invented (evidence
-the section does not hold), english (an English answer to a Korean section), duplicate (the first question again).
+the section does not hold), english (an English answer to a Korean section), duplicate (the first question again),
+vague (a grounded pair with a question too short to be useful, which the judge scores 2). A judge's request (its
+user message holds the pairs between <pairs> tags) is answered with scores and consumes no fault.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ ENGLISH = "The default value is documented in this section and applies to every 
 _SECTION = re.compile(r"<section>\n(.*)\n</section>", re.DOTALL)
 _HEADING = re.compile(r"^(?:문서|Document): (.+)$", re.MULTILINE)
 _COUNT = re.compile(r"질문 (\d+)개|Write (\d+) questions")
+_PAIRS = re.compile(r"<pairs>\n(.*)\n</pairs>", re.DOTALL)
+_JUDGED = re.compile(r"^\[(\d+)\] Q: (.*)$", re.MULTILINE)
+VAGUE = "이건 뭐야?"  # the judge scores a question this short 2 for usefulness
 
 
 def sentences(text: str) -> list[str]:
@@ -73,6 +78,7 @@ class Received:
     section: str
     body: dict[str, Any]
     at: float
+    judge: bool = False  # a judge's request (it consumes no faults)
 
 
 class FakeChat:
@@ -183,9 +189,11 @@ class FakeChat:
         section = _SECTION.search(user)
         heading = _HEADING.search(user)
         text, title = (section.group(1) if section else ""), (heading.group(1) if heading else "")
+        judged = _PAIRS.search(user)
         with self._lock:
-            self.requests.append(Received(title, text, body, time.monotonic()))
-            fault = next((self.faults[k].pop(0) for k in self.faults if k in title and self.faults[k]), "")
+            self.requests.append(Received(title, text, body, time.monotonic(), judge=bool(judged)))
+            fault = "" if judged else next((self.faults[k].pop(0) for k in self.faults
+                                            if k in title and self.faults[k]), "")
             kinds = set(fault.split("+"))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -200,7 +208,7 @@ class FakeChat:
                 time.sleep(self.slow_seconds)
             counted = _COUNT.search(user)
             n = int(next(g for g in counted.groups() if g)) if counted else 3
-            content = self._content(text, title, n, kinds)
+            content = self._scores(judged.group(1)) if judged else self._content(text, title, n, kinds)
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -214,6 +222,13 @@ class FakeChat:
                       "total_tokens": tokens_in + len(content) // 2},
         }
         return 200, {}, json.dumps(completion, ensure_ascii=False).encode()
+
+    @staticmethod
+    def _scores(pairs: str) -> str:
+        """The judge: every pair 5 for faithfulness, 4 for clarity, 5 for usefulness unless its question is
+        shorter than 12 characters (then 2)."""
+        return json.dumps({"scores": [{"index": int(i), "faithfulness": 5, "usefulness": 2 if len(q) < 12 else 5,
+                                       "clarity": 4} for i, q in _JUDGED.findall(pairs)]}, ensure_ascii=False)
 
     def _content(self, text: str, title: str, n: int, kinds: set[str]) -> str:
         if "garbage" in kinds:
@@ -232,7 +247,8 @@ class FakeChat:
                             "evidence": [INVENTED], "style": "procedure"},
                "english": {"question": f"{title}의 기본값은 무엇인가요?", "paraphrases": [], "answer": ENGLISH,
                            "evidence": [pairs[0]["evidence"][0]] if pairs else [], "style": "factual"},
-               "duplicate": dict(pairs[0], paraphrases=[]) if pairs else None}
+               "duplicate": dict(pairs[0], paraphrases=[]) if pairs else None,
+               "vague": dict(pairs[0], question=VAGUE, paraphrases=[]) if pairs else None}
         for fault in sorted(kinds & set(bad)):
             with self._lock:
                 self.planted.append(dict(bad[fault], fault=fault))

@@ -307,3 +307,28 @@ def test_the_templates_stay_the_default(tmp_path, capsys):
     assert load_config(tmp_path / "c.yaml").dataset.generate.provider == "none"
     assert main(["generate", "--config", str(tmp_path / "c.yaml")]) == 1
     assert "provider is none" in capsys.readouterr().err
+
+
+def test_a_judge_scores_each_pair_and_the_low_ones_are_dropped(site, capsys):
+    from fake_chat import VAGUE
+
+    write, out = site
+    with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["vague"]}) as fake:
+        config = write(fake, judge={"model": "gpt-4o-mini", "min_score": 3})
+        assert main(["run", "--config", config]) == 0
+        judged = [r for r in fake.requests if r.judge]
+        generated = [r for r in fake.requests if not r.judge]
+        assert fake.schema_violations == [] and len(judged) == len(generated)
+        assert judged[0].body["response_format"]["json_schema"]["name"] == "scores"
+        version = out / "datasets" / "guide" / "v0001"
+        drops = lines(version / "dropped.jsonl")
+        assert [(d["question"], d["judge_score"]) for d in drops if d["reason"] == "judged_low"] == [(VAGUE, 2)]
+        meta = lines(version / "metadata.jsonl")
+        assert {m["generated"]["judge_score"] for m in meta} == {4}
+        assert VAGUE not in {line["messages"][1]["content"] for line in lines(version / "train.jsonl")}
+        sent = len(fake.requests)
+        assert main(["run", "--config", config]) == 0
+        assert len(fake.requests) == sent  # scores are cached too
+        # another judge scores the cached pairs again, without generating them again
+        assert main(["generate", "--config", write(fake, judge={"model": "gpt-4.1-mini", "min_score": 3})]) == 0
+        assert len(fake.requests) == sent + len(judged) and all(r.judge for r in fake.requests[sent:])

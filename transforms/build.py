@@ -133,7 +133,8 @@ def stages(config: Config, spec: model_registry.ModelSpec, state: Path) -> Stage
         raise BuildError(f"dataset.generate makes chat examples; {spec.name} takes {fmt} examples (choose a chat model)")
     if generation:  # generated pairs instead of templates: verified, distinct questions (their answers repeat)
         generator = Generator(ds.generate)
-        first: list[Stage] = [GeneratedPairs(generation, generator), VerifyPairs(), DedupQuestions(
+        first: list[Stage] = [GeneratedPairs(generation, generator), VerifyPairs(
+            ds.generate.judge.min_score if ds.generate.judge else None), DedupQuestions(
             ds.generate.near_duplicate), PairExamples(counter, ds.system_prompt, config.token_limit)]
     else:
         first = [compose]

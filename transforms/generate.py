@@ -71,7 +71,27 @@ CREATE TABLE IF NOT EXISTS generated (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS generated_url ON generated (url);
+CREATE TABLE IF NOT EXISTS judged (
+    key TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    cost_usd REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (key, judge)
+);
 """
+
+SCORES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"scores": {"type": "array", "items": {
+        "type": "object",
+        "properties": {name: {"type": "integer"} for name in ("index", "faithfulness", "usefulness", "clarity")},
+        "required": ["index", "faithfulness", "usefulness", "clarity"],
+        "additionalProperties": False,
+    }}},
+    "required": ["scores"],
+    "additionalProperties": False,
+}
 
 
 class GenerateError(Crawl2TuneError, RuntimeError):
@@ -161,12 +181,25 @@ class Generator:
             "provider", "model", "questions_per_section", "tokens_per_question", "min_questions", "max_questions",
             "paraphrases", "styles", "language", "temperature", "seed", "max_tokens"})
         self.settings = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-        self.price_in, self.price_out = self._prices()
+        self.price_in, self.price_out = self._prices(gen.model)
+        self.judge_prompt = Prompt.load(gen.judge.prompt or PROMPTS / "judge.md") if gen.judge else None
+        self.judge_id = (f"{gen.judge.model}:{self.judge_prompt.digest}" if gen.judge and self.judge_prompt
+                         else None)  # the judge model and its prompt: another judge scores again
+        self.judge_price_in, self.judge_price_out = self._prices(gen.judge.model) if gen.judge else (0.0, 0.0)
 
-    def _prices(self) -> tuple[float, float]:
-        listed = model_registry.GENERATION_PRICES.get(self.gen.model, (0.0, 0.0))
+    def _prices(self, model: str) -> tuple[float, float]:
+        """The configured prices (they apply to the judge too), else the registry's, else 0."""
+        listed = model_registry.GENERATION_PRICES.get(model, (0.0, 0.0))
         return (self.gen.price_per_1m_input_tokens if self.gen.price_per_1m_input_tokens is not None else listed[0],
                 self.gen.price_per_1m_output_tokens if self.gen.price_per_1m_output_tokens is not None else listed[1])
+
+    def judge_messages(self, section: SectionText, pairs: list[dict[str, Any]]) -> list[dict[str, str]]:
+        assert self.judge_prompt is not None
+        listed = "\n\n".join(f"[{i}] Q: {p['question']}\nA: {p['answer']}" for i, p in enumerate(pairs))
+        return self.judge_prompt.messages(heading=section.heading, text=section.text, pairs=listed)
+
+    def judge_cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.judge_price_in + output_tokens * self.judge_price_out) / 1_000_000
 
     def prompt(self, language: str) -> Prompt:
         path = self.gen.prompt or PROMPTS / f"generate-{'ko' if language == 'ko' else 'en'}.md"
@@ -234,6 +267,31 @@ def parse_pairs(text: str | None) -> list[dict[str, Any]] | None:
     return None
 
 
+def parse_scores(text: str | None, n: int) -> list[int | None] | None:
+    """A judge reply → the lowest of each pair's three scores (clipped to 1-5; None for a pair it skipped), or
+    None when the reply holds no {"scores": [...]} object."""
+    if not text:
+        return None
+    text = _THINK.sub("", text)
+    decoder = json.JSONDecoder()
+    for candidate in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
+        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
+            try:
+                obj, _ = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("scores"), list):
+                scores: list[int | None] = [None] * n
+                for entry in obj["scores"]:
+                    values = [entry.get(k) for k in ("faithfulness", "usefulness", "clarity")] if isinstance(
+                        entry, dict) else []
+                    index = entry.get("index") if isinstance(entry, dict) else None
+                    if isinstance(index, int) and 0 <= index < n and all(isinstance(v, int) for v in values):
+                        scores[index] = max(1, min(5, min(values)))
+                return scores
+    return None
+
+
 def _pair(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict) or not isinstance(raw.get("question"), str) or not isinstance(raw.get("answer"), str):
         return None
@@ -289,10 +347,20 @@ class GenerationStore:
         """Delete the pairs of sections that are gone (removed pages, changed text, other settings)."""
         stale = self.keys() - current
         self.db.executemany("DELETE FROM generated WHERE key = ?", [(k,) for k in stale])
+        self.db.execute("DELETE FROM judged WHERE key NOT IN (SELECT key FROM generated)")
         return len(stale)
 
+    def scores(self, key: str, judge: str) -> list[int | None] | None:
+        row = self.db.execute("SELECT scores FROM judged WHERE key = ? AND judge = ?", (key, judge)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_scores(self, key: str, judge: str, scores: list[int | None], cost_usd: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO judged VALUES (?, ?, ?, ?, ?)",
+                        (key, judge, json.dumps(scores), cost_usd, now()))
+
     def spent(self) -> float:
-        return self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM generated").fetchone()[0]
+        return self.db.execute("SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM generated) + "
+                               "(SELECT COALESCE(SUM(cost_usd), 0) FROM judged)").fetchone()[0]
 
 
 # -- requests ------------------------------------------------------------------------------------------
@@ -326,6 +394,9 @@ class Reply:
     input_tokens: int
     output_tokens: int
     requests: int
+    scores: list[int | None] | None = None  # the judge's, one per pair
+    judge_input: int = 0
+    judge_output: int = 0
 
 
 class Requester:
@@ -337,22 +408,24 @@ class Requester:
         self.gen = gen
         self.structured = gen.response_format
 
-    def _create(self, messages: list[dict[str, str]]) -> Any:
+    def _create(self, messages: list[dict[str, str]], *, judge: bool = False) -> Any:
         import openai
 
-        options: dict[str, Any] = dict(model=self.gen.model, messages=messages, temperature=self.gen.temperature,
-                                       max_tokens=self.gen.max_tokens)
+        model = self.gen.judge.model if judge and self.gen.judge else self.gen.model
+        options: dict[str, Any] = dict(model=model, messages=messages, max_tokens=self.gen.max_tokens,
+                                       temperature=0.0 if judge else self.gen.temperature)
         if self.gen.seed is not None:
             options["seed"] = self.gen.seed
         if self.structured:
+            name, schema = ("scores", SCORES_SCHEMA) if judge else ("pairs", PAIRS_SCHEMA)
             options["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "pairs", "strict": True, "schema": PAIRS_SCHEMA}}
+                "name": name, "strict": True, "schema": schema}}
         try:
             return self.client.chat.completions.create(**options)
         except openai.BadRequestError as exc:
             if self.structured and "response_format" in str(exc):
                 self.structured = False  # this server takes no JSON schema: ask in words, parse the text
-                return self._create(messages)
+                return self._create(messages, judge=judge)
             raise GenerateError(f"the generator refused the request: {_api_message(exc)}") from None
         except openai.AuthenticationError:
             raise GenerateError(f"the generator rejected the API key in ${self.gen.api_key_env}; check it") from None
@@ -364,17 +437,35 @@ class Requester:
             raise GenerateError(f"the generator at {self.client.base_url} {kind} after {self.gen.max_retries} "
                                 "retries; check dataset.generate.base_url and timeout_s") from None
 
-    def __call__(self, messages: list[dict[str, str]]) -> Reply:
+    def _ask(self, messages: list[dict[str, str]], parse: Callable[[str | None], Any], *,
+             judge: bool = False) -> tuple[Any, int, int, int]:
+        """(parsed reply or None, input tokens, output tokens, requests): an unparsable reply is asked again once."""
         tokens_in = tokens_out = 0
         for attempt in (1, 2):
-            response = self._create(messages)
+            response = self._create(messages, judge=judge)
             usage = response.usage
             tokens_in += usage.prompt_tokens if usage else 0
             tokens_out += usage.completion_tokens if usage else 0
-            pairs = parse_pairs(response.choices[0].message.content if response.choices else None)
-            if pairs is not None:
-                return Reply("ok", pairs, tokens_in, tokens_out, attempt)
-        return Reply("unparsable", [], tokens_in, tokens_out, 2)
+            parsed = parse(response.choices[0].message.content if response.choices else None)
+            if parsed is not None:
+                return parsed, tokens_in, tokens_out, attempt
+        return None, tokens_in, tokens_out, 2
+
+    def __call__(self, messages: list[dict[str, str]] | None, cached: list[dict[str, Any]] | None,
+                 judge: Callable[[list[dict[str, Any]]], list[dict[str, str]]] | None) -> Reply:
+        """Generate (unless `cached` holds the pairs), then with `judge` (the judge's messages for the pairs)
+        score the pairs."""
+        reply = Reply("ok", cached or [], 0, 0, 0)
+        if cached is None:
+            pairs, reply.input_tokens, reply.output_tokens, reply.requests = self._ask(messages or [], parse_pairs)
+            reply.status, reply.pairs = ("ok", pairs) if pairs is not None else ("unparsable", [])
+        if judge is not None and reply.pairs:
+            n = len(reply.pairs)
+            scores, reply.judge_input, reply.judge_output, asked = self._ask(
+                judge(reply.pairs), lambda text: parse_scores(text, n), judge=True)
+            reply.scores = scores if scores is not None else [None] * n
+            reply.requests += asked
+        return reply
 
 
 def _api_message(exc: Any) -> str:
@@ -419,8 +510,11 @@ def documents_for_generation(config: Config, store: PageStore) -> Iterator[Docum
     return docs
 
 
-def plan(config: Config, generator: Generator, cache: GenerationStore) -> tuple[list[SectionText], set[str], int]:
-    """(sections to generate, the keys of every current section, the number of sections)."""
+Work = tuple[SectionText, "list[dict[str, Any]] | None"]  # a section, and its cached pairs when only the judge is due
+
+
+def plan(config: Config, generator: Generator, cache: GenerationStore) -> tuple[list[Work], set[str], int]:
+    """(sections to generate or judge, the keys of every current section, the number of sections)."""
     state = state_path(config.output_dir)
     pending, current, total = [], set(), 0
     with PageStore(state) as store:
@@ -431,8 +525,11 @@ def plan(config: Config, generator: Generator, cache: GenerationStore) -> tuple[
                 if key in current:
                     continue  # the same section text twice on a page: generated once
                 current.add(key)
-                if cache.get(key) is None:
-                    pending.append(section)
+                cached = cache.get(key)
+                if cached is None:
+                    pending.append((section, None))
+                elif generator.judge_id and cached.pairs and cache.scores(key, generator.judge_id) is None:
+                    pending.append((section, cached.pairs))
     return pending, current, total
 
 
@@ -464,14 +561,23 @@ def generate(config: Config, *, estimate: bool = False, max_cost: float | None =
     return report
 
 
-def _estimate(generator: Generator, pending: list[SectionText]) -> dict[str, Any]:
-    tokens_in = sum(generator.input_tokens(generator.messages(s)) for s in pending)
-    tokens_out = sum(generator.expected_output(s) for s in pending)
-    return {"requests": len(pending), "input_tokens": tokens_in, "expected_output_tokens": tokens_out,
-            "cost_usd": generator.cost(tokens_in, tokens_out), "exact": generator.exact}
+def _estimate(generator: Generator, pending: list[Work]) -> dict[str, Any]:
+    """The generation requests exactly; a judge's requests are counted on top (their input is the section and
+    the expected pairs, so estimated)."""
+    generating = [s for s, cached in pending if cached is None]
+    tokens_in = sum(generator.input_tokens(generator.messages(s)) for s in generating)
+    tokens_out = sum(generator.expected_output(s) for s in generating)
+    estimate = {"requests": len(generating), "input_tokens": tokens_in, "expected_output_tokens": tokens_out,
+                "cost_usd": generator.cost(tokens_in, tokens_out), "exact": generator.exact}
+    if generator.judge_id:
+        judge_in = sum(generator.input_tokens(generator.messages(s)) + generator.expected_output(s) for s, _ in pending)
+        judge_out = sum(20 * generator.questions(s) for s, _ in pending)
+        estimate.update(judge_requests=len(pending), judge_input_tokens=judge_in, judge_output_tokens=judge_out)
+        estimate["cost_usd"] += generator.judge_cost(judge_in, judge_out)
+    return estimate
 
 
-def _send(generator: Generator, cache: GenerationStore, pending: list[SectionText], report: GenerateReport,
+def _send(generator: Generator, cache: GenerationStore, pending: list[Work], report: GenerateReport,
           cap: float | None, client: Any, on_progress: Callable[[Progress], None] | None) -> None:
     """Keep `concurrency` requests in flight; store each section's pairs as its reply arrives; stop before a
     request whose worst case (its exact input and max_tokens of output) could take the spend past the cap."""
@@ -479,24 +585,30 @@ def _send(generator: Generator, cache: GenerationStore, pending: list[SectionTex
     requester = Requester(client, gen)
     progress = report.progress
     queue = iter(pending)
-    running: dict[Future, tuple[SectionText, float]] = {}
+    running: dict[Future, tuple[SectionText, float, bool]] = {}  # → section, worst-case cost, generating
     reserved = 0.0
     failure: BaseException | None = None  # the first refused request: what is in flight is still stored
     with ThreadPoolExecutor(max_workers=gen.concurrency, thread_name_prefix="generate") as pool:
         try:
             while True:
                 while len(running) < gen.concurrency and report.stopped is None and failure is None:
-                    section = next(queue, None)
-                    if section is None:
+                    work = next(queue, None)
+                    if work is None:
                         break
+                    section, cached = work
                     messages = generator.messages(section)
-                    worst = generator.cost(generator.input_tokens(messages), gen.max_tokens)
+                    tokens = generator.input_tokens(messages)
+                    worst = generator.cost(tokens, gen.max_tokens) if cached is None else 0.0
+                    if generator.judge_id:  # its input: the section and the pairs (at most max_tokens of them)
+                        worst += generator.judge_cost(tokens + gen.max_tokens, gen.max_tokens)
                     if cap is not None and progress.cost_usd + reserved + worst > cap:
                         report.stopped = (f"max_cost_usd ${cap:.2f}: stopped before section {progress.done + len(running) + 1} "
                                           f"of {progress.total} (spent ${progress.cost_usd:.4f})")
                         break
                     reserved += worst
-                    running[pool.submit(requester, messages)] = (section, worst)
+                    judge = (lambda pairs, s=section: generator.judge_messages(s, pairs)) if generator.judge_id else None
+                    running[pool.submit(requester, messages if cached is None else None, cached, judge)] = (
+                        section, worst, cached is None)
                 progress.in_flight = len(running)
                 if on_progress:
                     on_progress(progress)
@@ -504,24 +616,30 @@ def _send(generator: Generator, cache: GenerationStore, pending: list[SectionTex
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    section, worst = running.pop(future)
+                    section, worst, generating = running.pop(future)
                     reserved -= worst
                     try:
                         reply = future.result()
                     except GenerateError as exc:
                         failure = failure or exc
                         continue
+                    key = generator.key(section)
                     cost = generator.cost(reply.input_tokens, reply.output_tokens)
-                    cache.put(generator.key(section), section, model=gen.model,
-                              prompt_version=generator.prompt(section.language).version, status=reply.status,
-                              pairs=reply.pairs, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-                              cost_usd=cost)
+                    if generating:
+                        cache.put(key, section, model=gen.model, prompt_version=generator.prompt(section.language).version,
+                                  status=reply.status, pairs=reply.pairs, input_tokens=reply.input_tokens,
+                                  output_tokens=reply.output_tokens, cost_usd=cost)
+                    if reply.scores is not None and generator.judge_id:
+                        judged = generator.judge_cost(reply.judge_input, reply.judge_output)
+                        cache.put_scores(key, generator.judge_id, reply.scores, judged)
+                        cost += judged
+                    tokens_in, tokens_out = reply.input_tokens + reply.judge_input, reply.output_tokens + reply.judge_output
                     progress.done += 1
                     progress.requests += reply.requests
-                    progress.input_tokens += reply.input_tokens
-                    progress.output_tokens += reply.output_tokens
+                    progress.input_tokens += tokens_in
+                    progress.output_tokens += tokens_out
                     progress.cost_usd += cost
-                    report.pairs += len(reply.pairs)
+                    report.pairs += len(reply.pairs) if generating else 0
                     report.unparsable += reply.status == "unparsable"
         except BaseException:
             for future in running:

@@ -5,6 +5,7 @@ Verification drops with reasons: `generation_unparsable` (neither of the section
 held an empty list), `ungrounded` (an
 evidence quote that is not in the section after NFKC and whitespace normalisation, or no evidence for a question
 the section should answer), `wrong_language` (the answer is not in the section's language) and
+with a judge `judged_low` (its lowest score under `min_score`) and `judge_unparsable` (no score in two replies), and
 `duplicate_question` (the same or a near-same question, within and across documents, normalised and compared
 by MinHash over character shingles).
 """
@@ -47,6 +48,7 @@ class Pair:
     evidence: tuple[str, ...]
     style: str
     model: str
+    judge_score: int | None = None  # the lowest of the judge's three scores; None without a judge
 
     @property
     def url(self) -> str:
@@ -94,15 +96,22 @@ class GeneratedPairs(Stage):
                 elif not cached.pairs:
                     log.drop(doc, "no_pairs", f"{section.heading}: the model found no question to ask",
                              section=section.section)
+                elif self.generator.judge_id and (scores := self.cache.scores(
+                        self.generator.key(section), self.generator.judge_id)) is None:
+                    log.leave_out("not_judged")
                 else:
-                    for i, raw in enumerate(cached.pairs):
+                    scores = scores if self.generator.judge_id else [None] * len(cached.pairs)
+                    for i, (raw, score) in enumerate(zip(cached.pairs, scores)):
                         yield Pair(doc, section.section, section.heading, section.text, section.language, i,
                                    raw["question"], tuple(raw["paraphrases"]), raw["answer"], tuple(raw["evidence"]),
-                                   raw["style"], cached.model)
+                                   raw["style"], cached.model, score)
 
 
 class VerifyPairs(Stage):
     name = "verify"
+
+    def __init__(self, min_score: int | None = None):
+        self.min_score = min_score  # with a judge: pairs scored lower are dropped
 
     def __call__(self, pairs: Iterable[Pair], log: StageLog) -> Iterator[Pair]:
         for pair in pairs:
@@ -117,6 +126,11 @@ class VerifyPairs(Stage):
             if language is not None and language != pair.language:
                 log.drop(pair, "wrong_language", f"{where} ({language}, section {pair.language})",
                          section=pair.section, question=pair.question, language=language)
+                continue
+            if self.min_score is not None and (pair.judge_score is None or pair.judge_score < self.min_score):
+                reason = "judge_unparsable" if pair.judge_score is None else "judged_low"
+                log.drop(pair, reason, f"{where} (score {pair.judge_score}, at least {self.min_score} kept)",
+                         section=pair.section, question=pair.question, judge_score=pair.judge_score)
                 continue
             yield pair
 
@@ -190,7 +204,7 @@ class PairExamples(Stage):
                     answer_tokens=answer_tokens, language=pair.language,
                     generated={"question_id": _digest(doc.url, pair.section or "", pair.question), "variant": variant,
                                "style": pair.style, "evidence": list(pair.evidence), "model": pair.model,
-                               "judge_score": None},
+                               "judge_score": pair.judge_score},
                 )
                 if example.tokens > self.limit:
                     log.drop(example, "over_limit", f"{doc.url} ({example.tokens} tokens)")
