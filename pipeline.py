@@ -159,6 +159,78 @@ def _build_stage(run: Any, config: Config) -> BuildResult:
     return result
 
 
+def print_generate(report: Any) -> None:
+    p = report.progress
+    if report.estimate:
+        e = report.estimate
+        exact = "exact" if e["exact"] else "estimated: the model's encoding is unknown"
+        say(f"estimate: {e['requests']} requests for {report.pending} of {report.sections} sections "
+            f"({report.cached} cached); input tokens {e['input_tokens']:,} ({exact}); expected output tokens "
+            f"{e['expected_output_tokens']:,}; cost ${e['cost_usd']:.4f}; nothing was sent")
+        return
+    say(f"generated {p.done} of {report.pending} sections ({report.cached} of {report.sections} cached): "
+        f"{report.pairs} pairs, {report.unparsable} generation_unparsable; {p.requests} requests, tokens in "
+        f"{p.input_tokens:,} out {p.output_tokens:,}, cost ${p.cost_usd:.4f}"
+        + (f"; retired {report.retired} stale sections" if report.retired else ""))
+    if report.stopped:
+        say(f"  stopped: {report.stopped}; raise the cap (--max-cost) and run again to continue")
+
+
+def _progress_printer() -> Callable[[Any], None]:
+    """A live line on a terminal (sections done/total, in flight, tokens, cost), else a line every 10 %."""
+    live = sys.stderr.isatty()
+    shown = {"step": -1}
+
+    def show(p: Any) -> None:
+        line = (f"generate: {p.done}/{p.total} sections, {p.in_flight} in flight, tokens {p.input_tokens:,} in "
+                f"{p.output_tokens:,} out, ${p.cost_usd:.4f}")
+        if live:
+            sys.stderr.write("\r" + line + ("\n" if p.done == p.total and not p.in_flight else ""))
+            sys.stderr.flush()
+        elif (step := p.done * 10 // max(p.total, 1)) != shown["step"]:
+            shown["step"] = step
+            say(line)
+
+    return show
+
+
+def _generate_stage(run: Any, config: Config, *, estimate: bool = False, max_cost: float | None = None,
+                    limit: int | None = None) -> Any:
+    from transforms.generate import generate
+
+    with logs.stage("generate"):
+        report = generate(config, estimate=estimate, max_cost=max_cost, limit=limit, on_progress=_progress_printer())
+        print_generate(report)
+    if run is not None:
+        run.record("generate", {"sections": report.sections, "cached": report.cached, "done": report.progress.done,
+                                "requests": report.progress.requests, "cost_usd": report.progress.cost_usd})
+    return report
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from configs import ConfigError
+
+    config = _config(args)
+    max_cost = None
+    if args.max_cost is not None:
+        try:
+            max_cost = float(args.max_cost)
+        except ValueError:
+            max_cost = -1.0
+        if not max_cost > 0:
+            raise ConfigError(f"--max-cost {args.max_cost}: give the most USD to spend, a number > 0, e.g. 2.5")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: give the most sections to generate, 1 or more")
+    if args.estimate:
+        _generate_stage(None, config, estimate=True, limit=args.limit)
+        return 0
+    from ops.run import recorded
+
+    with recorded(config.output_dir, "generate", sources=_source_names(config)) as run:
+        _generate_stage(run, config, max_cost=max_cost, limit=args.limit)
+    return 0
+
+
 def cmd_crawl(args: argparse.Namespace) -> int:
     from configs import ConfigError
 
@@ -198,6 +270,8 @@ def run_pipeline(config: Config, *, config_arg: str, sources: list[str] | None =
                   sources=_source_names(crawled)) as run:
         if not _crawl_stage(run, crawled):
             return 130  # the previous dataset stays as it is
+        if config.dataset.generate.provider != "none":
+            _generate_stage(run, config)
         result = _build_stage(run, config)
         if finetune:
             from finetune import cli
@@ -463,13 +537,22 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    r = command("run", cmd_run, "crawl every source, then build a new dataset version (and fine-tune it)")
+    r = command("run", cmd_run, "crawl every source, (with dataset.generate.provider) generate pairs, then build a "
+                "new dataset version (and fine-tune it)")
     r.add_argument("--finetune", action="store_true", help="then launch fine-tuning on the new version")
     r.add_argument("--wait", action="store_true", help="with --finetune: watch the job until it ends")
     cr = command("crawl", cmd_crawl, "crawl every source into the state under output_dir")
     cr.add_argument("--worker", action="store_true",
                     help="crawl together with every other worker through the Redis at crawl.redis_url: shared "
                     "frontier and URL dedup, each page fetched once overall")
+    g = command("generate", cmd_generate, "generate grounded question-answer pairs for every section with "
+                "dataset.generate's model, cached in the state")
+    g.add_argument("--estimate", action="store_true",
+                   help="print the requests, input tokens, expected output tokens and cost; send nothing")
+    g.add_argument("--max-cost", metavar="USD",
+                   help="stop before a request that could take the spend past this (default: "
+                   "dataset.generate.max_cost_usd)")
+    g.add_argument("--limit", type=int, metavar="N", help="generate at most N sections in this run")
     b = command("build", cmd_build, "turn the stored documents into a new dataset version")
     b.add_argument("--fraction", metavar="F",
                    help="build only this share of the documents (0 < F <= 1), a subset fixed by URL and "

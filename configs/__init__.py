@@ -254,6 +254,88 @@ class QualityConfig(Section):
     )
 
 
+GENERATION_STYLES = ("factual", "procedure", "troubleshooting", "comparison", "yes_no", "not_covered")
+
+
+class JudgeConfig(Section):
+    """A second model scoring every generated pair 1-5 for faithfulness to the section, usefulness and clarity;
+    a pair's score is the lowest of the three. It uses the generator's provider, server and key."""
+
+    model: str = Field(min_length=1, description="the judge model, e.g. gpt-4o-mini")
+    min_score: int = Field(3, ge=1, le=5, description="pairs scored below this are dropped (reason judged_low)")
+    prompt: Path | None = Field(None, description="prompt file (first line `version: N`); default: "
+                                "configs/prompts/judge.md")
+
+
+class GenerateConfig(Section):
+    """`generate`: grounded question-answer pairs per section from an OpenAI-compatible model; none: templates.
+
+    The API key is read only from the environment variable `api_key_env` (for Azure AZURE_OPENAI_API_KEY first);
+    `base_url` else OPENAI_BASE_URL, else the provider's."""
+
+    provider: Literal["none", "openai", "azure"] = Field(
+        "none", description="none: the user_templates (offline); openai: any OpenAI-compatible server (OpenAI, "
+        "vLLM, Ollama, llama.cpp's server); azure: Azure OpenAI"
+    )
+    model: str = Field("gpt-4o-mini", min_length=1, description="the generator model (azure: the deployment)")
+    base_url: str | None = Field(None, description="API base URL; default: $OPENAI_BASE_URL, else the provider's")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="environment variable holding the API key (never the key itself)")
+    api_version: str | None = Field(None, description="azure: API version; default: $OPENAI_API_VERSION")
+    questions_per_section: Auto | Annotated[int, Field(ge=1, le=50)] = Field(
+        "auto", description="questions asked per section; auto: one per tokens_per_question tokens of the "
+        "section, at least min_questions, at most max_questions"
+    )
+    tokens_per_question: int = Field(120, ge=10, description="auto: section tokens per question")
+    min_questions: int = Field(2, ge=1, le=50, description="auto: questions per section at least")
+    max_questions: int = Field(8, ge=1, le=50, description="auto: questions per section at most")
+    paraphrases: int = Field(2, ge=0, le=10, description="paraphrases asked per question (each is an example)")
+    styles: list[str] = Field(
+        default_factory=lambda: list(GENERATION_STYLES), min_length=1,
+        description="question styles asked for; not_covered: a question the section does not answer, whose "
+        "answer says the guide does not cover it"
+    )
+    language: str = Field("auto", pattern=r"^(auto|[a-z]{2,3})$",
+                          description="language of questions and answers; auto: the section's")
+    prompt: Path | None = Field(
+        None, description="prompt file (first line `version: N`); default: configs/prompts/generate-<language>.md"
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the generator")
+    seed: int | None = Field(0, description="sampling seed sent with each request (where the server takes one)")
+    max_tokens: int = Field(2048, ge=64, description="cap on the tokens of each response")
+    response_format: bool = Field(
+        True, description="ask for the pairs' JSON schema with response_format; a server that refuses it is asked "
+        "without, and the reply parsed from text"
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="seconds before one request times out (then retried)")
+    max_retries: int = Field(3, ge=0, le=10, description="retries after 429, 5xx or a timeout (with backoff, "
+                             "honouring Retry-After)")
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="hard stop: no request is sent that could take the spend past this"
+    )
+    price_per_1m_input_tokens: float | None = Field(
+        None, ge=0, description="USD per 1M input tokens; default: the registry's for known models, else 0"
+    )
+    price_per_1m_output_tokens: float | None = Field(
+        None, ge=0, description="USD per 1M output tokens; default: the registry's for known models, else 0"
+    )
+    judge: JudgeConfig | None = Field(None, description="score each pair with a judge model; drop the low ones")
+    recall_share: float = Field(
+        0.1, ge=0, lt=1, description="share of train questions of which one paraphrase is held out into "
+        "eval_recall.jsonl (never trained on)"
+    )
+    near_duplicate: float = Field(
+        0.8, gt=0, le=1, description="questions at least this similar (MinHash Jaccard) to a kept one are dropped"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "GenerateConfig":
+        if self.min_questions > self.max_questions:
+            raise ValueError(f"min_questions {self.min_questions} exceeds max_questions {self.max_questions}")
+        return self
+
+
 class DatasetConfig(Section):
     """How documents become chat examples."""
 
@@ -300,6 +382,8 @@ class DatasetConfig(Section):
         description="share of documents kept, for scaling experiments: a subset fixed by URL and seed, so a "
         "smaller fraction's documents are inside a larger one's; the examples and sides are the full build's",
     )
+    generate: GenerateConfig = Field(default_factory=GenerateConfig,
+                                     description="grounded question-answer pairs from a model (`generate`)")
 
     @field_validator("system_prompt")
     @classmethod
@@ -556,6 +640,12 @@ def _rebase(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for source in raw.get("sources") or []:
         if isinstance(source, dict) and isinstance(source.get("serve_dir"), str):
             source["serve_dir"] = str((base / source["serve_dir"]).resolve())
+    generate = (raw.get("dataset") or {}).get("generate") if isinstance(raw.get("dataset"), dict) else None
+    if isinstance(generate, dict) and isinstance(generate.get("prompt"), str):
+        generate["prompt"] = str((base / generate["prompt"]).resolve())
+    judge = generate.get("judge") if isinstance(generate, dict) else None
+    if isinstance(judge, dict) and isinstance(judge.get("prompt"), str):
+        judge["prompt"] = str((base / judge["prompt"]).resolve())
     return raw
 
 

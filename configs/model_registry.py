@@ -131,3 +131,22 @@ def check(name: str, *, on: date | None = None, hosted: bool = True) -> tuple[Mo
             f"({(NEW_JOBS_END - on).days} days left)"
         )
     return spec, warnings
+
+
+# Inference prices (USD per 1M input, output tokens) of models that generate training pairs (`generate`).
+GENERATION_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60), "gpt-4o-mini-2024-07-18": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00), "gpt-4o-2024-08-06": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00), "gpt-4.1-2025-04-14": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-mini-2025-04-14": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40), "gpt-4.1-nano-2025-04-14": (0.10, 0.40),
+}
+
+
+def generation_encoding(model: str) -> str | None:
+    """The tiktoken encoding of an OpenAI chat model by its name; None for another vendor's (counts estimated)."""
+    if re.match(r"^(gpt-4o|gpt-4\.1|gpt-5|o\d)", model):
+        return "o200k_base"
+    if re.match(r"^(gpt-3\.5|gpt-4)(-|$)", model):
+        return "cl100k_base"
+    return None

@@ -26,6 +26,8 @@ from transforms.decisions import ApplyDecisions, stored_decisions
 from transforms.dedup import Dedup
 from transforms.filters import LanguageFilter, QualityFilter
 from transforms.formats import Format
+from transforms.generate import GenerationStore, Generator
+from transforms.pairs import DedupQuestions, GeneratedPairs, HoldOutRecall, PairExamples, VerifyPairs
 from transforms.pii import DropPII, PiiScanner, RedactPII
 from transforms.report import ReportCollector, render
 from transforms.review_sheet import ReviewSheet
@@ -35,7 +37,7 @@ from transforms.stage import Stage, run_stages
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import MIN_EXAMPLES, CheckFormat
 from transforms.version import resolve
-from transforms.write import DatasetWriter
+from transforms.write import RECALL_FILE, DatasetWriter
 from base.errors import Crawl2TuneError
 
 
@@ -59,8 +61,9 @@ def datasets_root(config: Config) -> Path:
 def config_hash(config: Config) -> str:
     """Hash of what decides the dataset's content (model and dataset settings), not of schedules, endpoints or
     the thresholds of warnings."""
+    excluded = {"quality"} if config.dataset.generate.provider != "none" else {"quality", "generate"}
     decisive = config.model_dump(mode="json", include={"model", "price_per_1m_tokens", "dataset"},
-                                 exclude={"dataset": {"quality"}})
+                                 exclude={"dataset": excluded})
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -90,6 +93,19 @@ class Stages:
     dedup: Dedup
     subset: FractionSubset | None
     split_db: Any  # the state's connection a stratified split keeps its assignments in, or None
+    generation: GenerationStore | None = None  # the cached pairs, when dataset.generate has a provider
+
+
+def document_stages(config: Config) -> list[Stage]:
+    """The stages over documents: PII redaction (pii: redact), the language filter (filters.languages).
+    `generate` sends sections through them too, so a model sees what the build uses."""
+    ds = config.dataset
+    document_stages: list[Stage] = []
+    if ds.pii == "redact":
+        document_stages.append(RedactPII(PiiScanner(ds.pii_kinds)))
+    if ds.filters.languages:
+        document_stages.append(LanguageFilter(ds.filters.languages))
+    return document_stages
 
 
 def stages(config: Config, spec: model_registry.ModelSpec, state: Path) -> Stages:
@@ -103,20 +119,27 @@ def stages(config: Config, spec: model_registry.ModelSpec, state: Path) -> Stage
                                   turns=ds.turns_per_example, train_on=ds.train_on, fmt=fmt)
     except ValueError as exc:
         raise BuildError(f"dataset: {exc} ({spec.name} takes {fmt} examples)") from None
-    scanner = PiiScanner(ds.pii_kinds)
-    pii = RedactPII(scanner) if ds.pii == "redact" else DropPII(scanner) if ds.pii == "drop" else None
-    document_stages: list[Stage] = []
-    if isinstance(pii, RedactPII):
-        document_stages.append(pii)
-    if ds.filters.languages:
-        document_stages.append(LanguageFilter(ds.filters.languages))
+    document_stages_ = document_stages(config)
+    pii = next((s for s in document_stages_ if isinstance(s, RedactPII)), None) or (
+        DropPII(PiiScanner(ds.pii_kinds)) if ds.pii == "drop" else None)
+    scanner = pii.scanner if pii else PiiScanner(ds.pii_kinds)
 
     review = ApplyDecisions(stored_decisions(state, ds.name), _recounter(counter, fmt),
                             redact=(lambda text: scanner.redact(text)[0]) if ds.pii == "redact" else None)
     dedup = Dedup(ds.dedup.exact, ds.dedup.near_threshold, ds.dedup.shingle_chars, ds.dedup.num_perm)
     split_db = open_state(state) if ds.stratify == "category" else None
+    generation = GenerationStore(state) if ds.generate.provider != "none" else None
+    if ds.generate.provider != "none" and fmt != "chat":
+        raise BuildError(f"dataset.generate makes chat examples; {spec.name} takes {fmt} examples (choose a chat model)")
+    if generation:  # generated pairs instead of templates: verified, distinct questions (their answers repeat)
+        generator = Generator(ds.generate)
+        first: list[Stage] = [GeneratedPairs(generation, generator), VerifyPairs(
+            ds.generate.judge.min_score if ds.generate.judge else None), DedupQuestions(
+            ds.generate.near_duplicate), PairExamples(counter, ds.system_prompt, config.token_limit)]
+    else:
+        first = [compose]
     example_stages: list[Stage] = [
-        compose,
+        *first,
         QualityFilter(ds.filters.min_assistant_tokens,
                       ds.filters.boilerplate_patterns if ds.filters.drop_boilerplate else None),
         review,
@@ -124,15 +147,17 @@ def stages(config: Config, spec: model_registry.ModelSpec, state: Path) -> Stage
     if isinstance(pii, DropPII):
         example_stages.append(pii)
     example_stages += [
-        dedup,
+        *([] if generation else [dedup]),
         StratifiedSplit(split_db, ds.name, ds.test_fraction, ds.seed) if split_db else AssignSplit(
             ds.test_fraction, ds.seed),
     ]
+    if generation and ds.generate.recall_share > 0:
+        example_stages.append(HoldOutRecall(ds.generate.recall_share, ds.seed))
     subset = FractionSubset(ds.fraction, ds.seed) if ds.fraction < 1 else None
     if subset:  # after dedup and split: the full build's examples and sides, restricted (see FractionSubset)
         example_stages.append(subset)
     example_stages.append(CheckFormat(fmt))
-    return Stages(document_stages, example_stages, pii, review, dedup, subset, split_db)
+    return Stages(document_stages_, example_stages, pii, review, dedup, subset, split_db, generation)
 
 
 def _check_counts(config: Config, state: Path, out: DatasetWriter, st: Stages, warnings: list[str]) -> None:
@@ -205,6 +230,16 @@ def _manifest(config: Config, spec: model_registry.ModelSpec, out: DatasetWriter
     }
 
 
+def _generation(config: Config, st: Stages, out: DatasetWriter, styles: Counter) -> dict[str, Any]:
+    """The manifest's `generation`: empty for a template build."""
+    if st.generation is None:
+        return {}
+    gen = config.dataset.generate
+    return {"provider": gen.provider, "model": gen.model, "questions_by_style": dict(sorted(styles.items())),
+            "recall_examples": out.recalled, "recall_file": RECALL_FILE if out.recalled else None,
+            "cost_usd": round(st.generation.spent(), 6)}
+
+
 def build(config: Config) -> BuildResult:
     """Build a new dataset version from the crawl state (or report that it equals the latest one): documents
     through the stages into the writer, the counts checked, then published unless the latest version is the same."""
@@ -225,7 +260,13 @@ def build(config: Config) -> BuildResult:
             examples, example_logs = run_stages(out.tap_documents(documents, st.subset.chosen if st.subset else None),
                                                 st.examples, on_drop=on_drop)
             sheet = ReviewSheet(out.tmp / "review.csv")
+            styles: Counter = Counter()
             for example in examples:
+                if example.generated and example.generated["variant"] == 0:
+                    styles[example.generated["style"]] += 1
+                if example.split == "recall":
+                    out.recall(example)
+                    continue
                 collector.add(example, out.add(example))
                 sheet.add(example)
             sheet.flush()
@@ -240,7 +281,8 @@ def build(config: Config) -> BuildResult:
                                    quality=quality)
             manifest = _manifest(config, spec, out, st, document_logs + example_logs, config_hash=digest,
                                  warnings=warnings, quality=quality,
-                                 crawl=store.latest_crawls([s.name for s in config.sources]), files=hashes)
+                                 crawl=store.latest_crawls([s.name for s in config.sources]), files=hashes,
+                                 generation=_generation(config, st, out, styles))
             diff = collector.diff(latest.dir if latest else None)
             if diff is not None:
                 manifest["diff"] = {key: diff[key] for key in ("previous", "added", "removed", "changed")}
@@ -255,4 +297,6 @@ def build(config: Config) -> BuildResult:
         collector.close()
         if st.split_db is not None:
             st.split_db.close()
+        if st.generation is not None:
+            st.generation.close()
     return BuildResult(version, manifest, unchanged=False, warnings=warnings, quality=quality)

@@ -22,7 +22,8 @@ class Example(BaseModel):
     answer_tokens: int = 0  # exact tokens of the assistant content (all turns)
     language: str | None = None
     review: Literal["edited"] | None = None  # the answer is a reviewer's edit
-    split: Literal["train", "test"] | None = None
+    split: Literal["train", "test", "recall"] | None = None  # recall: held out of train into eval_recall.jsonl
+    generated: dict[str, Any] | None = None  # a generated pair's question_id, variant, style, evidence, model, judge
 
     @property
     def answer(self) -> str:
@@ -43,5 +44,5 @@ class Example(BaseModel):
         return record(self.messages, fmt)
 
     def metadata(self) -> dict[str, Any]:
-        """The sidecar line: everything but the messages."""
-        return self.model_dump(exclude={"messages"})
+        """The sidecar line: everything but the messages (and `generated` only for a generated pair)."""
+        return self.model_dump(exclude={"messages"} | ({"generated"} if self.generated is None else set()))

@@ -74,6 +74,7 @@ class ReportCollector:
         self.quality = QualityChecks(quality)
         self.tokens_by_category: Counter = Counter()
         self.by_source: Counter = Counter()
+        self.by_section: Counter = Counter()  # (url, section) → generated examples
         self.samples: list[tuple[str, int, dict[str, Any]]] = []  # max-heap on example_id via negation trick
         self.drops: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
         handle, name = tempfile.mkstemp(prefix="crawl2tune-report-", suffix=".sqlite")
@@ -96,6 +97,8 @@ class ReportCollector:
         self.by_category[(example.category, example.split)] += 1
         self.tokens_by_category[example.category] += example.tokens
         self.by_source[(example.source, example.split)] += 1
+        if example.generated:
+            self.by_section[(example.url, example.section or "")] += 1
         self.lines[example.split] += 1
         self.quality.add(example, self.lines[example.split])
         self.pending.append((example.example_id, _digest(line), example.split, example.url,
@@ -300,6 +303,27 @@ def _quality(block: dict[str, Any], version: str) -> str:
     return "\n".join(parts)
 
 
+SECTION_ROWS = 100
+
+
+def _generation(generation: dict[str, Any], collector: ReportCollector) -> str:
+    """Generated pairs: the model and cost, questions per style, examples per section (their drops are below)."""
+    parts = ["<h2>Generated pairs</h2>", _table(["", ""], [
+        ["generator", f"{generation['model']} ({generation['provider']})"],
+        ["cost of the cached pairs (USD)", f"{generation['cost_usd']:.4f}"],
+        ["held out into the recall set", f"{generation['recall_examples']:,} ({generation['recall_file'] or 'none'})"],
+    ])]
+    styles = generation.get("questions_by_style") or {}
+    parts.append(_table(["style", "questions"], sorted(styles.items()), numeric={1}))
+    rows = sorted(collector.by_section.items())
+    parts.append(f"<h3>Examples per section ({len(rows):,} sections)</h3>")
+    parts.append(_table(["url", "section", "examples"], [[url, section or "(intro)", n]
+                                                          for (url, section), n in rows[:SECTION_ROWS]], numeric={2}))
+    if len(rows) > SECTION_ROWS:
+        parts.append(f"<p class=\"muted\">… and {len(rows) - SECTION_ROWS:,} more sections</p>")
+    return "".join(parts)
+
+
 def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[str, Any],
            diff: dict[str, Any] | None) -> str:
     c, t = manifest["counts"], manifest["tokens"]
@@ -358,6 +382,8 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         [src, collector.by_source[(src, "train")], collector.by_source[(src, "test")]] for src in sources
     ], numeric={1, 2}))
 
+    if manifest.get("generation"):
+        parts.append(_generation(manifest["generation"], collector))
     parts.append("<h2>Dropped, by reason</h2>")
     stage_rows = [[stage, reason, n] for stage, log in manifest["stages"].items()
                   for reason, n in log["dropped"].items()]

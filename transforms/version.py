@@ -54,6 +54,8 @@ class Manifest(BaseModel):
     quality: dict[str, Any] = Field({}, description="the data-quality checks, see reviewing a dataset")
     crawl: dict[str, Any] = Field({}, description="per source: the latest crawl's responses by status, drops "
                                                   "by reason, bytes, new/changed/unchanged/removed URLs")
+    generation: dict[str, Any] = Field({}, description="generated builds: provider, generator model, questions "
+                                                       "per style, recall examples and file, cost of generating")
     files: dict[str, str] = Field({}, description="sha256 of every file")
 
     @property

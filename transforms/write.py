@@ -26,6 +26,7 @@ from transforms.stage import Dropped
 from transforms.version import SPLITS, DatasetVersion, read_manifest, versions, write_manifest
 
 DATA_FILES = ("train.jsonl", "test.jsonl", "metadata.jsonl", "documents.jsonl", "dropped.jsonl")
+RECALL_FILE = "eval_recall.jsonl"  # generated builds only: the held-out paraphrases, never trained on
 
 
 def jsonl(obj: Any) -> bytes:
@@ -51,6 +52,7 @@ class DatasetWriter:
         self.fmt = fmt
         self.files: dict[str, BinaryIO] = {name: open(self.tmp / name, "wb", buffering=1 << 20) for name in DATA_FILES}
         self.tokens: dict[str, array] = {split: array("l") for split in SPLITS}  # 8 bytes an example
+        self.recalled = 0
         self.documents = 0
         self.committed: Path | None = None
 
@@ -90,6 +92,14 @@ class DatasetWriter:
         tokens.append(example.tokens)
         return line
 
+    def recall(self, example: Example) -> None:
+        """Write a held-out paraphrase to eval_recall.jsonl (opened with the first one) and the sidecar."""
+        if RECALL_FILE not in self.files:
+            self.files[RECALL_FILE] = open(self.tmp / RECALL_FILE, "wb", buffering=1 << 20)
+        self.recalled += 1
+        self.files[RECALL_FILE].write(jsonl(example.record(self.fmt)))
+        self.files["metadata.jsonl"].write(jsonl({**example.metadata(), "line": self.recalled}))
+
     def dropped(self, drop: Dropped) -> None:
         record = drop.record
         ident = {"example_id": record.example_id} if isinstance(record, Example) else {}
@@ -101,7 +111,7 @@ class DatasetWriter:
     def file_hashes(self) -> dict[str, str]:
         for f in self.files.values():
             f.flush()
-        return {name: sha256_file(self.tmp / name) for name in DATA_FILES}
+        return {name: sha256_file(self.tmp / name) for name in DATA_FILES + tuple(n for n in self.files if n == RECALL_FILE)}
 
     @staticmethod
     def same_as(version: DatasetVersion | None, hashes: dict[str, str], config_hash: str) -> bool:
@@ -109,7 +119,7 @@ class DatasetWriter:
         if version is None or not version.manifest_path.exists():
             return False
         old = version.manifest
-        old_files = {name: digest for name, digest in old.files.items() if name in DATA_FILES}
+        old_files = {name: digest for name, digest in old.files.items() if name in DATA_FILES or name == RECALL_FILE}
         return old_files == hashes and old.config_hash == config_hash
 
     def find_same(self, hashes: dict[str, str], config_hash: str) -> DatasetVersion | None:

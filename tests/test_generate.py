@@ -1,0 +1,334 @@
+"""`generate` and the generated build: the real openai SDK against a fake chat server on 127.0.0.1 that answers
+from the section it is sent, with planted faults (429, fenced JSON, a think block, an invented quote, an English
+answer to a Korean section, a repeated question, a timeout, no JSON at all)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fake_chat import ENGLISH, INVENTED, FakeChat
+from pipeline import main
+from transforms.generate import Generator, Prompt, PROMPTS, parse_pairs
+from transforms.tokens import count_messages
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample_site"
+KEY = "sk-test-chat"
+PAIRS = '{"pairs": [{"question": "Q?", "paraphrases": ["q"], "answer": "A.", "evidence": ["A."], "style": "factual"}]}'
+
+
+def config_text(output: Path, url: str, **generate: object) -> str:
+    extra = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in generate.items() if k != "base_url")
+    return f"""
+output_dir: {output}
+sources:
+  - name: guide
+    serve_dir: {SAMPLE}
+    start_urls: ["http://guide.example.internal/index.html"]
+    allowed_domains: [guide.example.internal]
+dataset:
+  name: guide
+  test_fraction: 0.2
+  max_tokens_per_example: 4096
+  generate:
+    provider: openai
+    model: gpt-4o-mini
+    base_url: {url}
+    timeout_s: 1
+    max_retries: 2{extra}
+"""
+
+
+@pytest.fixture(scope="module")
+def crawled(tmp_path_factory) -> Path:
+    """The bundled sample crawled once; each test gets a copy of its state."""
+    out = tmp_path_factory.mktemp("crawled") / "out"
+    config = out.parent / "config.yaml"
+    config.write_text(config_text(out, "http://127.0.0.1:9/v1"), encoding="utf-8")
+    assert main(["crawl", "--config", str(config)]) == 0
+    return out / "state.sqlite"
+
+
+@pytest.fixture
+def site(crawled, tmp_path, monkeypatch):
+    """(write a config for a fake, the output folder): the crawled state copied, the fake's key set."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(crawled, out / "state.sqlite")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+    def write(fake: FakeChat, **generate: object) -> str:
+        path = tmp_path / "config.yaml"
+        text = config_text(out, fake.base_url, **generate)
+        if generate.get("base_url", "") is None:  # no base_url: the provider's, which needs the key
+            text = text.replace(f"    base_url: {fake.base_url}\n", "")
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    return write, out
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+# -- parsing --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply", [
+    PAIRS,
+    f"```json\n{PAIRS}\n```",
+    f"<think>I should answer {{briefly}} in JSON.</think>\n{PAIRS}",
+    f"Here are your pairs:\n{PAIRS}\nAnything else?",
+])
+def test_pairs_are_parsed_through_fences_think_blocks_and_prose(reply):
+    assert parse_pairs(reply) == [{"question": "Q?", "paraphrases": ["q"], "answer": "A.", "evidence": ["A."],
+                                   "style": "factual"}]
+
+
+@pytest.mark.parametrize("reply", ["", "죄송합니다.", '{"questions": []}', f"<think>{PAIRS}", "{broken"])
+def test_a_reply_without_pairs_is_unparsable(reply):
+    assert parse_pairs(reply) is None
+
+
+def test_a_pair_missing_its_answer_is_left_out():
+    assert parse_pairs('{"pairs": [{"question": "Q?"}, {"question": "R?", "answer": "B"}]}') == [
+        {"question": "R?", "paraphrases": [], "answer": "B", "evidence": [], "style": "factual"}]
+
+
+# -- prompts and keys ----------------------------------------------------------------------------------
+
+
+def test_bundled_prompts_have_versions_and_the_version_is_part_of_the_key(tmp_path):
+    from configs import GenerateConfig
+    from transforms.generate import SectionText
+
+    for language in ("ko", "en"):
+        prompt = Prompt.load(PROMPTS / f"generate-{language}.md")
+        assert prompt.version == "1" and "$text" in prompt.user and "$heading" in prompt.user
+    section = SectionText("http://x/", "제목", "섹션", "본문 내용입니다.", "ko")
+    own = tmp_path / "mine.md"
+    own.write_text((PROMPTS / "generate-ko.md").read_text(encoding="utf-8"), encoding="utf-8")
+    same = Generator(GenerateConfig(provider="openai", prompt=own)).key(section)
+    own.write_text((PROMPTS / "generate-ko.md").read_text(encoding="utf-8").replace("version: 1", "version: 2", 1),
+                   encoding="utf-8")
+    assert Generator(GenerateConfig(provider="openai")).key(section) == same
+    assert Generator(GenerateConfig(provider="openai", prompt=own)).key(section) != same
+    assert Generator(GenerateConfig(provider="openai", model="gpt-4.1-mini")).key(section) != same
+
+
+def test_a_prompt_file_without_a_version_is_one_line_error(tmp_path, capsys, site):
+    write, _ = site
+    bad = tmp_path / "bad.md"
+    bad.write_text("system\n---\nuser $text\n", encoding="utf-8")
+    with FakeChat(api_key=KEY) as fake:
+        assert main(["generate", "--config", write(fake, prompt=str(bad))]) == 1
+        assert fake.requests == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "version: N" in err[0] and str(bad) in err[0]
+
+
+# -- the whole job -------------------------------------------------------------------------------------
+
+
+FAULTS = {"HTTP › 요청 규칙": ["429", "fenced"], "TCP › 연결 방식": ["think+english"],
+          "Sync 채널 설정 › 1. 개요": ["timeout"], "HTTP › 호출 예시": ["invented"],
+          "Async 채널 설정 › 주요 설정 항목": ["around+duplicate"], "용어집 › 가 ~ 사": ["garbage"]}
+
+
+def test_run_generates_grounded_pairs_drops_the_planted_ones_and_pays_once(site, capsys):
+    write, out = site
+    with FakeChat(api_key=KEY, faults={k: list(v) for k, v in FAULTS.items()}, slow_seconds=2) as fake:
+        config = write(fake)
+        assert main(["run", "--config", config]) == 0
+        assert fake.schema_violations == []
+        sent = len(fake.requests)
+        planted = {p["fault"]: p for p in fake.planted}
+        assert set(planted) == {"invented", "english", "duplicate"}
+        retried = [r.at for r in fake.requests if "HTTP › 요청 규칙" in r.heading]
+        assert len(retried) >= 2 and retried[1] - retried[0] >= 0.05  # retry-after-ms honoured
+        assert len([r for r in fake.requests if "Sync 채널 설정 › 1. 개요" in r.heading]) == 2  # timed out, retried
+        out_text = capsys.readouterr().out
+        assert "0 generation_unparsable" in out_text and "built guide v0001" in out_text
+
+        version = out / "datasets" / "guide" / "v0001"
+        manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+        train, test = lines(version / "train.jsonl"), lines(version / "test.jsonl")
+        answers = {line["messages"][-1]["content"] for line in train + test}
+        questions = [line["messages"][1]["content"] for line in train + test]
+        assert INVENTED not in answers and ENGLISH not in answers
+        dropped = manifest["counts"]["dropped"]
+        assert dropped["ungrounded"] >= 1 and dropped["wrong_language"] >= 1 and dropped["duplicate_question"] >= 1
+        reasons = {(d["reason"], d.get("question")) for d in lines(version / "dropped.jsonl")}
+        assert ("ungrounded", planted["invented"]["question"]) in reasons
+        assert ("wrong_language", planted["english"]["question"]) in reasons
+        assert ("duplicate_question", planted["duplicate"]["question"]) in reasons
+        assert len(questions) == len(set(questions))
+
+        # several grounded examples per section: every answer is a verbatim stretch of its document
+        texts = {d["url"]: d["text"] for d in lines(version / "documents.jsonl")}
+        meta = [m for m in lines(version / "metadata.jsonl") if m["split"] != "recall"]
+        assert all(m["generated"]["evidence"][0] in texts[m["url"]] for m in meta)
+        per_section: dict = {}
+        for m in meta:
+            per_section[(m["url"], m["section"])] = per_section.get((m["url"], m["section"]), 0) + 1
+        assert sum(n >= 3 for n in per_section.values()) >= 0.8 * len(per_section)
+        assert {"url", "section"} <= set(meta[0]) and {"style", "evidence", "model", "judge_score"} <= set(
+            meta[0]["generated"])
+
+        # the recall set: paraphrases of train questions, never trained on
+        recall = lines(version / "eval_recall.jsonl")
+        assert recall and manifest["generation"]["recall_file"] == "eval_recall.jsonl"
+        assert manifest["files"]["eval_recall.jsonl"]
+        trained = {json.dumps(line["messages"], ensure_ascii=False) for line in train}
+        assert not any(json.dumps(line["messages"], ensure_ascii=False) in trained for line in recall)
+        test_urls = {m["url"] for m in meta if m["split"] == "test"}
+        recall_meta = [m for m in lines(version / "metadata.jsonl") if m["split"] == "recall"]
+        assert not any(m["url"] in test_urls for m in recall_meta)
+
+        import html
+
+        report = (version / "report.html").read_text(encoding="utf-8")
+        assert "<h2>Generated pairs</h2>" in report and "Examples per section" in report
+        assert "verify: ungrounded" in report and html.escape(INVENTED) in report  # the drop, with its sample
+        assert "question_dedup: duplicate_question" in report and "<td>factual</td>" in report
+
+        assert main(["validate", str(version / "train.jsonl"), "--config", config]) == 0
+
+        assert main(["run", "--config", config]) == 0
+        assert len(fake.requests) == sent  # unchanged site: nothing sent
+        assert "unchanged, latest stays guide v0001" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_resumes_without_paying_twice(site, capsys):
+    write, out = site
+    with FakeChat(api_key=KEY) as fake:
+        config = write(fake)
+        assert main(["generate", "--config", config, "--limit", "5"]) == 0
+        assert len(fake.requests) == 5
+        assert main(["generate", "--config", config, "--estimate"]) == 0
+        estimate = capsys.readouterr().out
+        total = int(estimate.split(" requests for ")[1].split(" of ")[1].split()[0])
+        assert f"estimate: {total - 5} requests" in estimate and "(5 cached)" in estimate
+        assert len(fake.requests) == 5  # --estimate sends nothing
+        assert main(["generate", "--config", config]) == 0
+        assert len(fake.requests) == total
+        assert {r.section for r in fake.requests}.__len__() == total  # no section asked twice
+
+
+def test_estimate_counts_exactly_the_input_tokens_sent(site, capsys):
+    write, _ = site
+    with FakeChat(api_key=KEY) as fake:
+        config = write(fake)
+        assert main(["generate", "--config", config, "--estimate"]) == 0
+        estimated = int(capsys.readouterr().out.split("input tokens ")[1].split()[0].replace(",", ""))
+        assert main(["generate", "--config", config]) == 0
+        counter = Generator(__import__("configs").GenerateConfig(provider="openai")).counter
+        sent = sum(count_messages(counter.encoding, r.body["messages"]) for r in fake.requests)
+        assert sent == estimated
+
+
+def test_max_cost_stops_before_a_request_that_could_pass_it(site, capsys):
+    write, out = site
+    with FakeChat(api_key=KEY) as fake:
+        config = write(fake, price_per_1m_input_tokens=10.0, price_per_1m_output_tokens=10.0, concurrency=2)
+        assert main(["generate", "--config", config, "--max-cost", "0.1"]) == 0
+        said = capsys.readouterr().out
+        assert "stopped: max_cost_usd $0.10: stopped before section" in said
+        assert 0 < len(fake.requests) < 30
+    db = sqlite3.connect(out / "state.sqlite")
+    spent, rows = db.execute("SELECT SUM(cost_usd), COUNT(*) FROM generated").fetchone()
+    assert spent <= 0.1 and rows == len(fake.requests)
+
+
+def test_removed_pages_pairs_are_retired(site):
+    write, out = site
+    with FakeChat(api_key=KEY) as fake:
+        config = write(fake)
+        assert main(["generate", "--config", config]) == 0
+        db = sqlite3.connect(out / "state.sqlite")
+        db.execute("UPDATE pages SET live = 0 WHERE url LIKE '%/tcp.html'")
+        db.commit()
+        sent = len(fake.requests)
+        assert main(["generate", "--config", config]) == 0
+        assert len(fake.requests) == sent
+    assert db.execute("SELECT COUNT(*) FROM generated WHERE url LIKE '%/tcp.html'").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM generated").fetchone()[0] > 0
+
+
+def test_a_reply_unparsable_twice_is_counted_and_shown_as_a_drop(site, capsys):
+    write, out = site
+    with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["garbage", "garbage"], "HTTP › 요청 규칙": ["garbage"]}) as fake:
+        config = write(fake)
+        assert main(["run", "--config", config]) == 0
+        assert len([r for r in fake.requests if "TCP › 연결 방식" in r.heading]) == 2
+    assert "1 generation_unparsable" in capsys.readouterr().out
+    drops = lines(out / "datasets" / "guide" / "v0001" / "dropped.jsonl")
+    assert [d["section"] for d in drops if d["reason"] == "generation_unparsable"] == ["연결 방식"]
+    assert [d["url"] for d in drops if d["reason"] == "generation_unparsable"][0].endswith("/tcp.html")
+
+
+def test_a_server_without_json_schema_support_is_asked_in_words(site):
+    write, out = site
+    with FakeChat(api_key=KEY, refuse_response_format=True) as fake:
+        assert main(["generate", "--config", write(fake, concurrency=1), "--limit", "3"]) == 0
+        assert len(fake.schema_violations) == 1 and "response_format" in fake.schema_violations[0]  # asked once
+        assert len(fake.requests) == 3 and not any("response_format" in r.body for r in fake.requests)
+    assert sqlite3.connect(out / "state.sqlite").execute(
+        "SELECT COUNT(*) FROM generated WHERE status = 'ok'").fetchone()[0] == 3
+
+
+def test_requests_are_bounded_by_concurrency(site):
+    write, _ = site
+    with FakeChat(api_key=KEY, latency=0.05) as fake:
+        assert main(["generate", "--config", write(fake, concurrency=4), "--limit", "16"]) == 0
+    assert fake.max_in_flight == 4
+
+
+def test_a_missing_key_is_one_line_naming_the_variable(site, capsys, monkeypatch):
+    write, _ = site
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with FakeChat(api_key=KEY) as fake:
+        config = write(fake, base_url=None)
+        assert main(["generate", "--config", config]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "$OPENAI_API_KEY" in err[0]
+
+
+def test_the_templates_stay_the_default(tmp_path, capsys):
+    from configs import load_config
+
+    (tmp_path / "c.yaml").write_text("output_dir: out\nsources:\n  - name: g\n    start_urls: ['http://x/']\n",
+                                     encoding="utf-8")
+    assert load_config(tmp_path / "c.yaml").dataset.generate.provider == "none"
+    assert main(["generate", "--config", str(tmp_path / "c.yaml")]) == 1
+    assert "provider is none" in capsys.readouterr().err
+
+
+def test_a_judge_scores_each_pair_and_the_low_ones_are_dropped(site, capsys):
+    from fake_chat import VAGUE
+
+    write, out = site
+    with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["vague"]}) as fake:
+        config = write(fake, judge={"model": "gpt-4o-mini", "min_score": 3})
+        assert main(["run", "--config", config]) == 0
+        judged = [r for r in fake.requests if r.judge]
+        generated = [r for r in fake.requests if not r.judge]
+        assert fake.schema_violations == [] and len(judged) == len(generated)
+        assert judged[0].body["response_format"]["json_schema"]["name"] == "scores"
+        version = out / "datasets" / "guide" / "v0001"
+        drops = lines(version / "dropped.jsonl")
+        assert [(d["question"], d["judge_score"]) for d in drops if d["reason"] == "judged_low"] == [(VAGUE, 2)]
+        meta = lines(version / "metadata.jsonl")
+        assert {m["generated"]["judge_score"] for m in meta} == {4}
+        assert VAGUE not in {line["messages"][1]["content"] for line in lines(version / "train.jsonl")}
+        sent = len(fake.requests)
+        assert main(["run", "--config", config]) == 0
+        assert len(fake.requests) == sent  # scores are cached too
+        # another judge scores the cached pairs again, without generating them again
+        assert main(["generate", "--config", write(fake, judge={"model": "gpt-4.1-mini", "min_score": 3})]) == 0
+        assert len(fake.requests) == sent + len(judged) and all(r.judge for r in fake.requests[sent:])
