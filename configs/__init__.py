@@ -370,11 +370,39 @@ class SamplingConfig(Section):
     )
 
 
+class JudgeConfig(Section):
+    """The model that grades `evaluate --set`'s answers: correct, partly correct, wrong or rightly declined."""
+
+    provider: Literal["openai", "azure", "local"] = Field(
+        "openai", description="openai (any OpenAI-compatible base_url), azure, or local (a model on this machine)")
+    model: str = Field(min_length=1, description="the judge model, e.g. gpt-4.1-2025-04-14")
+    base_url: str | None = Field(None, description="its OpenAI-compatible endpoint; default: finetune.base_url")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding its API key (the name, never the key); default: the "
+        "fine-tuning API's key")
+
+
+class RetrievalConfig(Section):
+    """The BM25 index `python pipeline.py index` builds over a version's sections, and `--rag` asks with."""
+
+    tokenizer: Literal["bigram", "kiwi"] = Field(
+        "bigram", description="bigram: character bigrams of each word (no dependency); kiwi: kiwipiepy "
+        "morphemes (pip install kiwipiepy); see docs/evaluation.md for their recall@5")
+    k: int = Field(5, ge=1, le=50, description="sections given to a model as context with --rag")
+
+
 class EvaluationConfig(SamplingConfig):
     """How `evaluate` asks the models the test questions: the sampling above, and how many at once."""
 
     concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
     max_examples: int | None = Field(None, ge=1, description="ask only the first N test examples; default: all")
+    judge: JudgeConfig | None = Field(None, description="an LLM judge for `evaluate --set`; unset: no judge, "
+                                                        "chrF is the headline score")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    prices: dict[str, tuple[float, float]] = Field(
+        {}, description="USD per 1M input and output tokens, per model name ([0.3, 1.2]); the report shows "
+        "the cost per answer of the models listed")
 
 
 class LoraConfig(Section):
