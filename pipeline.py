@@ -340,7 +340,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in SamplingConfig.model_fields if getattr(args, k) is not None}
     return cli.cmd_evaluate(_config(args), models=args.model or [], job=args.job, all_checkpoints=args.all_checkpoints,
                             base=args.base, dataset=args.dataset, flags=flags, sweep_spec=args.sweep, say=say,
-                            question_set=args.set, rag=args.rag, k=args.k)
+                            question_set=args.set, rag=args.rag, k=args.k, save_dataset=args.save_dataset,
+                            every_question=args.questions == "all")
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -574,6 +575,11 @@ def parser() -> argparse.ArgumentParser:
                    "version's index as context (columns base+RAG, tuned+RAG); build it first with `index`")
     e.add_argument("--k", type=int, help="sections given as context with --rag (default: "
                    "finetune.evaluation.retrieval.k)")
+    e.add_argument("--save-dataset", metavar="NAME",
+                   help="save the model's answers to the --set questions (default: all sets) as the next version "
+                   "of dataset NAME, split like the source version, for fine-tuning another model on them")
+    e.add_argument("--questions", choices=["all"],
+                   help="with --save-dataset: the train split's questions too (every question of the version)")
     ix = command("index", cmd_index, "build the BM25 retrieval index of a version's sections (only changed "
                  "sections are tokenized again)")
     ix.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")

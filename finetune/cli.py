@@ -382,7 +382,8 @@ def _listing(named: dict[str, str]) -> str:
 
 def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_checkpoints: bool, base: str | None,
                  dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say,
-                 question_set: str | None = None, rag: bool = False, k: int | None = None) -> int:
+                 question_set: str | None = None, rag: bool = False, k: int | None = None,
+                 save_dataset: str | None = None, every_question: bool = False) -> int:
     """One model against its base, several side by side (--model repeated, or a job's checkpoints), or any of
     these once per value of one sampling setting (--sweep)."""
     if models and job:
@@ -422,6 +423,11 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
     say(f"asking {_listing(named)} the test questions of {ds.label} ("
         + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
         + f", {settings.concurrency} at a time)")
+    if save_dataset:
+        return _save_answers(config, backend, ds, named, settings, question_set or "all", save_dataset,
+                             every_question, say)
+    if every_question:
+        raise Refused("--questions all chooses the questions --save-dataset saves answers to; add --save-dataset NAME")
     if question_set or rag:
         if swept:
             raise Refused("--sweep compares sampling settings on the test split; drop --set/--rag to use it")
@@ -444,21 +450,42 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
     return 0
 
 
-def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str], settings: EvaluationConfig,
-               question_set: str, rag: bool, k: int | None, say: Say) -> int:
-    """`evaluate --set/--rag`: the columns side by side over the question sets (finetune.scorecard)."""
-    from finetune import question_sets, retrieval, scorecard
-    from finetune.judge import Judge, judge_backend
+def _sets(ds: Any, question_set: str, say: Say) -> list[str]:
+    from finetune import question_sets
 
     have = question_sets.available(ds)
     if question_set == "all":
-        sets = have
         if "recall" not in have:
             say(f"note: {question_sets.no_recall_set(ds)}")
-    elif question_set == "recall" and "recall" not in have:
+        return have
+    if question_set == "recall" and "recall" not in have:
         raise Refused(question_sets.no_recall_set(ds))
-    else:
-        sets = [question_set]
+    return [question_set]
+
+
+def _save_answers(config: Config, backend: Backend, ds: Any, named: dict[str, str], settings: EvaluationConfig,
+                  question_set: str, name: str, every_question: bool, say: Say) -> int:
+    """`evaluate --save-dataset`: the subject model's answers (the last of --model, not its base) as a version."""
+    from finetune.answers_dataset import save_answers
+
+    model = list(named.values())[-1]
+    sets = _sets(ds, question_set, say)
+    saved = save_answers(config, backend, ds, model, sets, name, settings, every_question=every_question)
+    say(f"saved the answers of {model} to {', '.join((['train'] if every_question else []) + sets)} of {ds.label} "
+        f"as {saved.dataset.label}: train {saved.train}, test {saved.test}"
+        + (f", {saved.empty} empty answers left out" if saved.empty else ""))
+    say(f"  folder: {saved.dataset.dir}")
+    say(f"  fine-tune it elsewhere: python pipeline.py finetune --dataset {saved.dataset.dir}")
+    return 0
+
+
+def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str], settings: EvaluationConfig,
+               question_set: str, rag: bool, k: int | None, say: Say) -> int:
+    """`evaluate --set/--rag`: the columns side by side over the question sets (finetune.scorecard)."""
+    from finetune import retrieval, scorecard
+    from finetune.judge import Judge, judge_backend
+
+    sets = _sets(ds, question_set, say)
     k = k or settings.retrieval.k
     index = retrieval.load_index(ds, settings.retrieval.tokenizer) if rag else None
     judge = None

@@ -52,6 +52,9 @@ class Manifest(BaseModel):
     quality: dict[str, Any] = Field({}, description="the data-quality checks, see reviewing a dataset")
     crawl: dict[str, Any] = Field({}, description="per source: the latest crawl's responses by status, drops "
                                                   "by reason, bytes, new/changed/unchanged/removed URLs")
+    lineage: dict[str, Any] = Field({}, description="a version of a model's answers (`evaluate --save-dataset`): "
+                                                    "the model that answered, when, with which settings, from "
+                                                    "which version")
     files: dict[str, str] = Field({}, description="sha256 of every file")
 
     @property
