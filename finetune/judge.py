@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ class Judge:
         self.backend, self.model = backend, model
         self.template = prompt_template()
         self.path = base_state.state_path(output_dir)
-        self.requests = 0
+        self.requests = 0  # sent by this Judge (not answered from the cache)
+        self._lock = threading.Lock()
         db = base_state.connect(self.path)
         try:
             base_state.migrate(db, _SCHEMA, "judge_grades", {})
@@ -108,7 +110,8 @@ class Judge:
         key = self.key(question, reference, source, answer)
         if (known := self.cached(key)) is not None:
             return known
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         messages = judge_messages(self.template, question, reference, source, answer)
         reply = self.backend.chat(self.model, messages, sampling=SamplingConfig(temperature=0))[0]
         grade = parse_grade(reply.text)

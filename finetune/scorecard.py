@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -59,19 +59,37 @@ def _ask(backend: Backend, model: str, prompt: list[dict[str, Any]], sampling: S
 
 
 def _run_pool(settings: EvaluationConfig, jobs: dict[Any, Callable[[], Any]],
-              on_done: Callable[[int, int], None]) -> dict[Any, Any]:
+              on_done: Callable[[int, int], None], *, then: Callable[[Any, Any], tuple] | None = None,
+              grade: Callable[..., Any] | None = None, key: Callable[..., str] | None = None
+              ) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """Run `jobs` on one pool of `concurrency` threads; with `then`, each finished job's arguments for `grade`
+    are submitted to the same pool at once (once per distinct `key`), so judging overlaps asking. Returns the
+    jobs' results and the grades by key. The first exception cancels what has not started and is raised."""
     results: dict[Any, Any] = {}
+    graded: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="scorecard") as pool:
-        futures: dict[Future, Any] = {pool.submit(fn): key for key, fn in jobs.items()}
+        pending: dict[Future, tuple[str, Any]] = {pool.submit(fn): ("job", k) for k, fn in jobs.items()}
+        asked: set[str] = set()
         try:
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                on_done(len(results), len(jobs))
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, k = pending.pop(future)
+                    if kind == "grade":
+                        graded[k] = future.result()
+                        continue
+                    results[k] = future.result()
+                    on_done(len(results), len(jobs))
+                    if then is not None:
+                        args = then(k, results[k])
+                        if (g := key(*args)) not in asked:  # the same answer twice is graded once
+                            asked.add(g)
+                            pending[pool.submit(grade, *args)] = ("grade", g)
         except BaseException:
-            for pending in futures:
-                pending.cancel()
+            for future in pending:
+                future.cancel()
             raise
-    return results
+    return results, graded
 
 
 def run(backend: Backend, ds: DatasetVersion, models: Mapping[str, str], sets: list[str],
@@ -88,10 +106,19 @@ def run(backend: Backend, ds: DatasetVersion, models: Mapping[str, str], sets: l
     if not questions:
         raise Refused(f"the sets {', '.join(sets)} of {ds.label} hold no question")
     found = index.search_many([q.question for _, q in questions], k) if index is not None else None
+    source_text = {s.id: s.text for s in (index.sections if index is not None else [])}
+
+    def judged(i: int, text: str) -> tuple[str, str, str, str]:
+        q = questions[i][1]
+        return q.question, q.reference, source_text.get(q.meta.get("source_id") or "", q.reference), text
+
     asks = {(i, col): (lambda q=q, name=name, ctx=(found[i] if found and col.endswith("+RAG") else None):
                        _ask(backend, name, q.prompt, sampling, ctx))
             for i, (_, q) in enumerate(questions) for col, name in columns.items()}
-    replies = _run_pool(settings, asks, on_answer)
+    requests_before = judge.requests if judge is not None else 0
+    replies, grades = _run_pool(settings, asks, on_answer,
+                                then=(lambda key, reply: judged(key[0], reply[0].text)) if judge else None,
+                                grade=judge.grade if judge else None, key=judge.key if judge else None)
     rows = []
     for i, (set_name, q) in enumerate(questions):
         row = {"set": set_name, "line": q.line, "url": q.meta.get("url"), "title": q.meta.get("title"),
@@ -110,20 +137,11 @@ def run(backend: Backend, ds: DatasetVersion, models: Mapping[str, str], sets: l
                 scored["declined"] = declines(reply.text)
             row["answers"][col] = scored
         rows.append(row)
-    judge_requests = 0
     if judge is not None:
-        before = judge.requests
-        source_text = {s.id: s.text for s in (index.sections if index is not None else [])}
-        texts = {(i, col): (row["question"], row["reference"],
-                            source_text.get(row["source_id"] or "", row["reference"]), row["answers"][col]["text"])
-                 for i, row in enumerate(rows) for col in columns}
-        unique = {judge.key(*t): t for t in texts.values()}  # the same answer twice is graded once
-        grades = _run_pool(settings, {key: (lambda t=t: judge.grade(*t)) for key, t in unique.items()},
-                           lambda done, total: None)
-        for (i, col), t in texts.items():
-            grade = grades[judge.key(*t)]
-            rows[i]["answers"][col].update(grade=grade.grade, reason=grade.reason, judged=grade.score)
-        judge_requests = judge.requests - before
+        for (i, col), answer in ((key, rows[key[0]]["answers"][key[1]]) for key in asks):
+            grade = grades[judge.key(*judged(i, answer["text"]))]
+            answer.update(grade=grade.grade, reason=grade.reason, judged=grade.score)
+    judge_requests = judge.requests - requests_before if judge is not None else 0
     headline = "judge" if judge is not None else "chrf"
     summary = summarise(rows, list(columns), sets, headline, k if index is not None else None)
     out = out or (ds.dir / "evaluations" / _slug("--vs--".join(reversed(list(models.values()))),

@@ -995,6 +995,7 @@ class FakeOpenAI:
         today: date | None = None,
         ft_match_threshold: float = 0.5,
         seed: int = 0,
+        chat_latency: float = 0.0,
     ):
         self.api_key = api_key
         self.organization_id = organization_id
@@ -1007,6 +1008,7 @@ class FakeOpenAI:
         self.results_base64 = results_base64
         self.today = today
         self.ft_match_threshold = ft_match_threshold
+        self.chat_latency = chat_latency  # seconds every chat completion takes (the concurrency benchmark)
 
         self.requests: list[RecordedRequest] = []
         self.schema_violations: list[str] = []
@@ -1120,6 +1122,8 @@ class FakeOpenAI:
         except ApiError as exc:
             parsed, parse_error = body, exc
         record = RecordedRequest(method, path, query, {k: v for k, v in lower.items() if k != "authorization"}, parsed)
+        if self.chat_latency and path.endswith("/chat/completions"):
+            time.sleep(self.chat_latency)  # outside the lock: requests in flight overlap, as on a real server
         with self._lock:
             self.requests.append(record)
             try:
