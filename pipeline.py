@@ -585,7 +585,7 @@ def parser() -> argparse.ArgumentParser:
     ix.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")
     ix.add_argument("--tokenizer", choices=["bigram", "kiwi"],
                     help="bigram or kiwi (default: finetune.evaluation.retrieval.tokenizer)")
-    ak = command("ask", cmd_ask, "answer one question with one model, and with --rag the sections it was given")
+    ak = command("ask", cmd_ask, "answer one question with one model (and the retrieved sections it was given)")
     ak.add_argument("question", help="the question")
     ak.add_argument("--model", help="model to ask (default: the config's model)")
     ak.add_argument("--rag", action="store_true", help="give the model the top-k sections of the index as context")
