@@ -420,9 +420,10 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
     runs = [settings.model_validate({**settings.model_dump(), swept[0]: v}) for v in swept[1]] if swept else [settings]
     for warning in dict.fromkeys(w for run in runs for w in sampling_warnings(run)):
         say(f"warning: {warning}")
-    say(f"asking {_listing(named)} the test questions of {ds.label} ("
-        + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
-        + f", {settings.concurrency} at a time)")
+    if not (question_set or rag or save_dataset):
+        say(f"asking {_listing(named)} the test questions of {ds.label} ("
+            + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
+            + f", {settings.concurrency} at a time)")
     if save_dataset:
         return _save_answers(config, backend, ds, named, settings, question_set or "all", save_dataset,
                              every_question, say)
@@ -470,6 +471,8 @@ def _save_answers(config: Config, backend: Backend, ds: Any, named: dict[str, st
 
     model = list(named.values())[-1]
     sets = _sets(ds, question_set, say)
+    say(f"asking {model} the {', '.join((['train'] if every_question else []) + sets)} questions of {ds.label} "
+        f"({describe(settings)}, {settings.concurrency} at a time)")
     saved = save_answers(config, backend, ds, model, sets, name, settings, every_question=every_question)
     say(f"saved the answers of {model} to {', '.join((['train'] if every_question else []) + sets)} of {ds.label} "
         f"as {saved.dataset.label}: train {saved.train}, test {saved.test}"
@@ -492,6 +495,10 @@ def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str],
     if settings.judge is not None:
         judge = Judge(judge_backend(settings.judge, config.finetune, config.output_dir, backend),
                       settings.judge.model, config.output_dir)
+    say(f"asking {_listing(named)} the {', '.join(sets)} questions of {ds.label}"
+        + (f", each also with the top {k} sections of its index" if rag else "")
+        + (f"; {settings.judge.model} grades the answers" if settings.judge else "")
+        + f" ({describe(settings)}, {settings.concurrency} at a time)")
     card = scorecard.run(backend, ds, named, sets, settings, index=index, k=k, judge=judge)
     what = "judge score" if card.headline == "judge" else "chrF"
     say(f"evaluated {len(card.rows)} questions ({', '.join(sets)}); headline: {what} (0–1, 95 % interval)"

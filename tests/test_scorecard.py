@@ -192,3 +192,54 @@ def test_a_models_answers_become_a_version_that_validate_passes_and_local_finetu
     assert project.run("finetune", "--dataset", str(saved), "--wait") == 0
     out = capsys.readouterr().out
     assert "checked guide-answers v0001" in out and "succeeded: local:" in out
+
+
+def test_the_report_escapes_questions_answers_and_judge_reasons(tmp_path):
+    from configs import EvaluationConfig
+    from finetune import scorecard
+    from test_evaluate import StubBackend, write_dataset
+
+    hostile = '<script>alert("q")</script><img src=x onerror=alert(1)>'
+    ds = write_dataset(tmp_path, [(hostile, 'reference </td></tr><script>alert("r")</script>')])
+
+    class HostileJudge:
+        requests = 0
+
+        def key(self, *texts):
+            return "k"
+
+        def grade(self, *texts):
+            from finetune.judge import Grade
+
+            return Grade("wrong", '<img src=x onerror=alert("reason")>')
+
+    backend = StubBackend({"tuned": '<a href="javascript:alert(1)">tuned</a>', "base": "<em>base</em>"})
+    card = scorecard.run(backend, ds, {"base": "base", "tuned": "tuned"}, ["heldout"], EvaluationConfig(),
+                         judge=HostileJudge())
+    page = card.html.read_text(encoding="utf-8")
+    assert "<script" not in page and "<img" not in page and "<a href" not in page and "<em>" not in page
+    assert "&lt;a href=&quot;javascript:alert(1)&quot;&gt;" in page
+    assert "&lt;script&gt;alert(&quot;q&quot;)&lt;/script&gt;" in page and "&lt;img src=x onerror" in page
+    assert "default-src 'none'" in page and page.count("<svg") == 2
+
+
+def test_a_judge_on_its_own_endpoint_reads_its_key_from_the_named_variable(project, capsys, monkeypatch):  # noqa: F811
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI(api_key="sk-judge-0000000000000000000000000000000000000000") as judge_server:
+        monkeypatch.setenv("JUDGE_KEY", judge_server.api_key)
+        project.write_config(finetune=f"  evaluation:\n    judge: {{model: {JUDGE_MODEL}, base_url: "
+                             f"{judge_server.base_url}, api_key_env: JUDGE_KEY}}\n")
+        assert project.run("evaluate", "--model", "gpt-4o-mini", "--set", "heldout") == 0
+        out = capsys.readouterr().out
+        judged = judge_server.find_requests("POST", "/v1/chat/completions")
+        assert judged and {r.body["model"] for r in judged} == {JUDGE_MODEL}
+        assert all(r.status == 200 for r in judged)
+        assert not [r for r in project.fake.find_requests("POST", "/v1/chat/completions")
+                    if r.body["model"] == JUDGE_MODEL]
+        assert judge_server.api_key not in out and "headline: judge score" in out
+        monkeypatch.delenv("JUDGE_KEY")
+        project.write_config(finetune=f"  evaluation:\n    judge: {{model: {JUDGE_MODEL}, base_url: "
+                             f"{judge_server.base_url}, api_key_env: JUDGE_KEY}}\n")
+        assert project.run("evaluate", "--model", "gpt-4o-mini", "--set", "heldout") == 1
+        assert "no API key for the judge: set JUDGE_KEY in the environment" in capsys.readouterr().err
