@@ -14,8 +14,8 @@ from finetune.evaluate import _e, _generated, _page
 
 _NAMES = {"judge": "judge score (correct 1, partly correct 0.5, wrong 0, rightly declined 1)",
           "chrf": "chrF (character n-gram F-score against the reference, 0–1; refusal set: 1 when declined)"}
-_WHY = {"judge": "The judge's grade is the headline: it reads meaning against the reference and its source section, "
-                 "and is the only score that credits a right refusal; chrF and token F1 are shown beside it.",
+_WHY = {"judge": "The judge's grade is the headline: it reads meaning against the reference and its source "
+                 "section, and is the only score that credits a right refusal; chrF and token F1 are shown beside it.",
         "chrf": "chrF is the headline because no judge is configured (finetune.evaluation.judge): it compares "
                 "characters, so Korean particles (설정은/설정을) do not hide a match the way word-level token F1 does."}
 
@@ -62,7 +62,24 @@ def _plots(card) -> str:
 def _cell(stats: dict[str, Any]) -> str:
     if stats["mean"] is None:
         return "<td>–</td>"
-    return f"<td class=\"score\">{stats['mean']:.3f} <span class=\"src\">[{stats['low']:.3f}, {stats['high']:.3f}]</span></td>"
+    interval = f"[{stats['low']:.3f}, {stats['high']:.3f}]"
+    return f"<td class=\"score\">{stats['mean']:.3f} <span class=\"src\">{interval}</span></td>"
+
+
+_ROWS = (("chrf", "chrF"), ("token_f1", "token F1"), ("seconds_per_answer", "seconds per answer"),
+         ("tokens_per_answer", "tokens per answer"), ("cost_per_answer_usd", "USD per answer"))
+
+
+def _set_rows(by_column: dict[str, dict[str, Any]], cols: list[str]) -> str:
+    """The headline with its interval, the other scores, cost and latency, and the grade counts, per column."""
+    rows = ["<tr><td>headline</td>" + "".join(_cell(by_column[c]["headline"]) for c in cols) + "</tr>"]
+    for key, label in _ROWS:
+        values = [by_column[c][key] for c in cols]
+        rows.append(f"<tr><td>{_e(label)}</td>"
+                    + "".join(f"<td>{_e('–' if v is None else v)}</td>" for v in values) + "</tr>")
+    grades = [", ".join(f"{g} {n}" for g, n in sorted(by_column[c]["grades"].items())) or "–" for c in cols]
+    rows.append("<tr><td>grades</td>" + "".join(f"<td>{_e(g)}</td>" for g in grades) + "</tr>")
+    return "".join(rows)
 
 
 def render(card) -> str:
@@ -78,14 +95,7 @@ def render(card) -> str:
         recall = entry.get("recall_at_k")
         parts.append(f"<h2>{_e(set_name)} ({entry['questions']} questions)"
                      + (f" · retrieval recall@{recall['k']}: {recall['value']:.3f}" if recall else "") + "</h2>")
-        rows = [("headline", lambda c: _cell(entry["columns"][c]["headline"]))]
-        for key, label in (("chrf", "chrF"), ("token_f1", "token F1"), ("seconds_per_answer", "seconds per answer"),
-                           ("tokens_per_answer", "tokens per answer"), ("cost_per_answer_usd", "USD per answer")):
-            rows.append((label, lambda c, key=key: f"<td>{_e(entry['columns'][c][key] if entry['columns'][c][key] is not None else '–')}</td>"))
-        rows.append(("grades", lambda c: f"<td>{_e(', '.join(f'{g} {n}' for g, n in sorted(entry['columns'][c]['grades'].items())) or '–')}</td>"))
-        parts.append("<table><tr><th></th>" + head + "</tr>"
-                     + "".join(f"<tr><td>{_e(label)}</td>{''.join(fn(c) for c in cols)}</tr>" for label, fn in rows)
-                     + "</table>")
+        parts.append("<table><tr><th></th>" + head + "</tr>" + _set_rows(entry["columns"], cols) + "</table>")
         parts.append("<h3>per category</h3><table><tr><th>category</th>" + head + "</tr>"
                      + "".join(f"<tr><td>{_e(cat)}</td>{''.join(_cell(by[c]) for c in cols)}</tr>"
                                for cat, by in entry["categories"].items()) + "</table>")

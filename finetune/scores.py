@@ -14,7 +14,8 @@ from typing import Sequence
 from finetune.evaluate import similarity
 
 _DECLINE = re.compile(r"not sure|don't know|do not know|does not cover|doesn't cover|not covered|cannot find|"
-                      r"can't find|no information|모르|알 수 없|없습니다|다루지 않|나와 있지 않|찾을 수 없", re.I)
+                      r"can't find|no information|모르|알 수 없|(?:정보|내용|자료)(?:이|가|는|은)? 없|다루지 않|나와 있지 않|"
+                      r"찾을 수 없", re.I)
 
 
 def token_f1(answer: str, reference: str) -> float:
