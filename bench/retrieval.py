@@ -54,7 +54,7 @@ def compare_tokenizers(k: int = 5) -> None:
         except Exception as exc:  # noqa: BLE001 - kiwipiepy missing: say so, measure the other
             print(f"  {name:<7} unavailable: {exc}")
             continue
-        found = index.search_many([r["question"] for r in rows], k)
+        found = [[s.id for s in hits] for hits in index.search_many([r["question"] for r in rows], k)]
         print(f"  {name:<7} recall@1 {retrieval.recall_at_k(found, sources, 1):.3f}  "
               f"recall@{k} {retrieval.recall_at_k(found, sources, k):.3f}")
 

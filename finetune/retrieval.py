@@ -197,9 +197,9 @@ def load_index(ds: DatasetVersion, tokenizer: str) -> Index:
     return Index(bm25s.BM25.load(str(folder / "bm25")), sections, tokenizer)
 
 
-def recall_at_k(found: Iterable[Sequence[Section]], sources: Iterable[str], k: int) -> float:
-    """The share of questions whose source section id is among their first k retrieved sections."""
-    hits = [source in {s.id for s in sections[:k]} for sections, source in zip(found, sources)]
+def recall_at_k(retrieved: Iterable[Sequence[str]], sources: Iterable[str], k: int) -> float:
+    """The share of questions whose source section id is among the first k ids retrieved for it."""
+    hits = [source in ids[:k] for ids, source in zip(retrieved, sources)]
     return sum(hits) / len(hits) if hits else 0.0
 
 

@@ -189,9 +189,8 @@ def summarise(rows: list[dict[str, Any]], columns: list[str], sets: list[str], h
         entry: dict[str, Any] = {"questions": len(in_set), "columns": {}, "categories": {}}
         sourced = [r for r in in_set if r.get("source_id") and "retrieved" in r]
         if k is not None and sourced:
-            entry["recall_at_k"] = {"k": k, "value": round(recall_at_k(
-                [[Section(s, "", "", None, "") for s in r["retrieved"]] for r in sourced],
-                [r["source_id"] for r in sourced], k), 4), "questions": len(sourced)}
+            value = recall_at_k([r["retrieved"] for r in sourced], [r["source_id"] for r in sourced], k)
+            entry["recall_at_k"] = {"k": k, "value": round(value, 4), "questions": len(sourced)}
         for col in columns:
             answers = [r["answers"][col] for r in in_set]
             scores = [s for s in (headline_score(a, set_name, headline) for a in answers) if s is not None]
