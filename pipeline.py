@@ -413,7 +413,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k) for k in SamplingConfig.model_fields if getattr(args, k) is not None}
     return cli.cmd_evaluate(_config(args), models=args.model or [], job=args.job, all_checkpoints=args.all_checkpoints,
-                            base=args.base, dataset=args.dataset, flags=flags, sweep_spec=args.sweep, say=say)
+                            base=args.base, dataset=args.dataset, flags=flags, sweep_spec=args.sweep, say=say,
+                            question_set=args.set, rag=args.rag, k=args.k, save_dataset=args.save_dataset,
+                            every_question=args.questions == "all")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_index(_config(args), dataset=args.dataset, tokenizer=args.tokenizer, say=say)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from finetune import cli
+
+    return cli.cmd_ask(_config(args), question=args.question, model=args.model, rag=args.rag, k=args.k,
+                       dataset=args.dataset, say=say)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -638,6 +653,30 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--sweep", metavar="SETTING=V1,V2,…",
                    help="one evaluation per value of one sampling setting, e.g. temperature=0,0.5,1; the scores side "
                    "by side and in a sweep report")
+    e.add_argument("--set", choices=["heldout", "recall", "refusal", "all"],
+                   help="ask these question sets side by side and score chrF, token F1 and the judge's grades: "
+                   "heldout (the test split), recall (eval_recall.jsonl), refusal (questions to decline), all "
+                   "(every set the version has; the default with --rag)")
+    e.add_argument("--rag", action="store_true", help="also ask each model with the top-k sections of the "
+                   "version's index as context (columns base+RAG, tuned+RAG); build it first with `index`")
+    e.add_argument("--k", type=int, help="sections given as context with --rag (default: "
+                   "finetune.evaluation.retrieval.k)")
+    e.add_argument("--save-dataset", metavar="NAME",
+                   help="save the model's answers to the --set questions (default: all sets) as the next version "
+                   "of dataset NAME, split like the source version, for fine-tuning another model on them")
+    e.add_argument("--questions", choices=["all"],
+                   help="with --save-dataset: the train split's questions too (every question of the version)")
+    ix = command("index", cmd_index, "build the BM25 retrieval index of a version's sections (only changed "
+                 "sections are tokenized again)")
+    ix.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")
+    ix.add_argument("--tokenizer", choices=["bigram", "kiwi"],
+                    help="bigram or kiwi (default: finetune.evaluation.retrieval.tokenizer)")
+    ak = command("ask", cmd_ask, "answer one question with one model (and the retrieved sections it was given)")
+    ak.add_argument("question", help="the question")
+    ak.add_argument("--model", help="model to ask (default: the config's model)")
+    ak.add_argument("--rag", action="store_true", help="give the model the top-k sections of the index as context")
+    ak.add_argument("--k", type=int, help="sections with --rag (default: finetune.evaluation.retrieval.k)")
+    ak.add_argument("--dataset", default="latest", help="the version whose index --rag searches (default: latest)")
     x = command("export", cmd_export, "write a dataset version in the form a trainer loads directly, checked by "
                 "reading it back")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="the trainer to export for")

@@ -257,14 +257,14 @@ class QualityConfig(Section):
 GENERATION_STYLES = ("factual", "procedure", "troubleshooting", "comparison", "yes_no", "not_covered")
 
 
-class JudgeConfig(Section):
+class PairJudgeConfig(Section):
     """A second model scoring every generated pair 1-5 for faithfulness to the section, usefulness and clarity;
     a pair's score is the lowest of the three. It uses the generator's provider, server and key."""
 
     model: str = Field(min_length=1, description="the judge model, e.g. gpt-4o-mini")
     min_score: int = Field(3, ge=1, le=5, description="pairs scored below this are dropped (reason judged_low)")
     prompt: Path | None = Field(None, description="prompt file (first line `version: N`); default: "
-                                "configs/prompts/judge.md")
+                                "configs/prompts/judge-pairs.md")
 
 
 class GenerateConfig(Section):
@@ -320,7 +320,7 @@ class GenerateConfig(Section):
     price_per_1m_output_tokens: float | None = Field(
         None, ge=0, description="USD per 1M output tokens; default: the registry's for known models, else 0"
     )
-    judge: JudgeConfig | None = Field(None, description="score each pair with a judge model; drop the low ones")
+    judge: PairJudgeConfig | None = Field(None, description="score each pair with a judge model; drop the low ones")
     recall_share: float = Field(
         0.1, ge=0, lt=1, description="share of train questions of which one paraphrase is held out into "
         "eval_recall.jsonl (never trained on)"
@@ -454,11 +454,39 @@ class SamplingConfig(Section):
     )
 
 
+class JudgeConfig(Section):
+    """The model that grades `evaluate --set`'s answers: correct, partly correct, wrong or rightly declined."""
+
+    provider: Literal["openai", "azure", "local"] = Field(
+        "openai", description="openai (any OpenAI-compatible base_url), azure, or local (a model on this machine)")
+    model: str = Field(min_length=1, description="the judge model, e.g. gpt-4.1-2025-04-14")
+    base_url: str | None = Field(None, description="its OpenAI-compatible endpoint; default: finetune.base_url")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding its API key (the name, never the key); default: the "
+        "fine-tuning API's key")
+
+
+class RetrievalConfig(Section):
+    """The BM25 index `python pipeline.py index` builds over a version's sections, and `--rag` asks with."""
+
+    tokenizer: Literal["bigram", "kiwi"] = Field(
+        "bigram", description="bigram: character bigrams of each word (no dependency); kiwi: kiwipiepy "
+        "morphemes (pip install kiwipiepy); see docs/evaluation.md for their recall@5")
+    k: int = Field(5, ge=1, le=50, description="sections given to a model as context with --rag")
+
+
 class EvaluationConfig(SamplingConfig):
     """How `evaluate` asks the models the test questions: the sampling above, and how many at once."""
 
     concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
     max_examples: int | None = Field(None, ge=1, description="ask only the first N test examples; default: all")
+    judge: JudgeConfig | None = Field(None, description="an LLM judge for `evaluate --set`; unset: no judge, "
+                                                        "chrF is the headline score")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    prices: dict[str, tuple[float, float]] = Field(
+        {}, description="USD per 1M input and output tokens, per model name ([0.3, 1.2]); the report shows "
+        "the cost per answer of the models listed")
 
 
 class LoraConfig(Section):

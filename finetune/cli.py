@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -381,7 +381,9 @@ def _listing(named: dict[str, str]) -> str:
 
 
 def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_checkpoints: bool, base: str | None,
-                 dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say) -> int:
+                 dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say,
+                 question_set: str | None = None, rag: bool = False, k: int | None = None,
+                 save_dataset: str | None = None, every_question: bool = False) -> int:
     """One model against its base, several side by side (--model repeated, or a job's checkpoints), or any of
     these once per value of one sampling setting (--sweep)."""
     if models and job:
@@ -418,9 +420,19 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
     runs = [settings.model_validate({**settings.model_dump(), swept[0]: v}) for v in swept[1]] if swept else [settings]
     for warning in dict.fromkeys(w for run in runs for w in sampling_warnings(run)):
         say(f"warning: {warning}")
-    say(f"asking {_listing(named)} the test questions of {ds.label} ("
-        + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
-        + f", {settings.concurrency} at a time)")
+    if not (question_set or rag or save_dataset):
+        say(f"asking {_listing(named)} the test questions of {ds.label} ("
+            + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
+            + f", {settings.concurrency} at a time)")
+    if save_dataset:
+        return _save_answers(config, backend, ds, named, settings, question_set or "all", save_dataset,
+                             every_question, say)
+    if every_question:
+        raise Refused("--questions all chooses the questions --save-dataset saves answers to; add --save-dataset NAME")
+    if question_set or rag:
+        if swept:
+            raise Refused("--sweep compares sampling settings on the test split; drop --set/--rag to use it")
+        return _scorecard(config, backend, ds, named, settings, question_set or "all", rag, k, say)
     if swept:
         sw = sweep(backend, ds, named, settings, *swept)
         say(f"evaluated {len(sw.evaluations[0].rows)} questions per {swept[0]}; mean score (token F1 against the "
@@ -436,4 +448,110 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
         say(line)
     say(f"  report: {ev.html}")
     say(f"  answers: {ev.jsonl}")
+    return 0
+
+
+def _sets(ds: Any, question_set: str, say: Say) -> list[str]:
+    from finetune import question_sets
+
+    have = question_sets.available(ds)
+    if question_set == "all":
+        if "recall" not in have:
+            say(f"note: {question_sets.no_recall_set(ds)}")
+        return have
+    if question_set == "recall" and "recall" not in have:
+        raise Refused(question_sets.no_recall_set(ds))
+    return [question_set]
+
+
+def _save_answers(config: Config, backend: Backend, ds: Any, named: dict[str, str], settings: EvaluationConfig,
+                  question_set: str, name: str, every_question: bool, say: Say) -> int:
+    """`evaluate --save-dataset`: the subject model's answers (the last of --model, not its base) as a version."""
+    from finetune.answers_dataset import save_answers
+
+    model = list(named.values())[-1]
+    sets = _sets(ds, question_set, say)
+    say(f"asking {model} the {', '.join((['train'] if every_question else []) + sets)} questions of {ds.label} "
+        f"({describe(settings)}, {settings.concurrency} at a time)")
+    saved = save_answers(config, backend, ds, model, sets, name, settings, every_question=every_question)
+    say(f"saved the answers of {model} to {', '.join((['train'] if every_question else []) + sets)} of {ds.label} "
+        f"as {saved.dataset.label}: train {saved.train}, test {saved.test}"
+        + (f", {saved.empty} empty answers left out" if saved.empty else ""))
+    say(f"  folder: {saved.dataset.dir}")
+    say(f"  fine-tune it elsewhere: python pipeline.py finetune --dataset {saved.dataset.dir}")
+    return 0
+
+
+def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str], settings: EvaluationConfig,
+               question_set: str, rag: bool, k: int | None, say: Say) -> int:
+    """`evaluate --set/--rag`: the columns side by side over the question sets (finetune.scorecard)."""
+    from finetune import retrieval, scorecard
+    from finetune.judge import Judge, judge_backend
+
+    sets = _sets(ds, question_set, say)
+    k = k or settings.retrieval.k
+    index = retrieval.load_index(ds, settings.retrieval.tokenizer) if rag else None
+    judge = None
+    if settings.judge is not None:
+        judge = Judge(judge_backend(settings.judge, config.finetune, config.output_dir, backend),
+                      settings.judge.model, config.output_dir)
+    say(f"asking {_listing(named)} the {', '.join(sets)} questions of {ds.label}"
+        + (f", each also with the top {k} sections of its index" if rag else "")
+        + (f"; {settings.judge.model} grades the answers" if settings.judge else "")
+        + f" ({describe(settings)}, {settings.concurrency} at a time)")
+    card = scorecard.run(backend, ds, named, sets, settings, index=index, k=k, judge=judge)
+    what = "judge score" if card.headline == "judge" else "chrF"
+    say(f"evaluated {len(card.rows)} questions ({', '.join(sets)}); headline: {what} (0–1, 95 % interval)"
+        + (f", {card.judge_requests} judge requests" if judge else ""))
+    width = max(len(c) for c in card.columns)
+    for set_name in sets:
+        entry = card.summary["sets"][set_name]
+        recall = entry.get("recall_at_k")
+        say(f"  {set_name}" + (f" (retrieval recall@{recall['k']} {recall['value']:.3f})" if recall else ""))
+        for col in card.columns:
+            h = entry["columns"][col]["headline"]
+            shown = "–" if h["mean"] is None else f"{h['mean']:.3f} [{h['low']:.3f}, {h['high']:.3f}]"
+            say(f"    {col:<{width}}  {shown}")
+    say(f"  {card.summary['verdict']}")
+    say(f"  report: {card.html}")
+    say(f"  answers: {card.jsonl}")
+    return 0
+
+
+def cmd_index(config: Config, *, dataset: str, tokenizer: str | None, say: Say) -> int:
+    """`index`: the version's BM25 index, tokenizing only the sections not seen before."""
+    from finetune import retrieval
+
+    ds = resolve_dataset(config, dataset)
+    name = tokenizer or config.finetune.evaluation.retrieval.tokenizer
+    built = retrieval.build_index(ds, config.output_dir, name)
+    say(f"indexed {built.sections} sections of {ds.label} ({name} tokens; {built.tokenized} tokenized, "
+        f"{built.reused} unchanged): {built.path}")
+    return 0
+
+
+def cmd_ask(config: Config, *, question: str, model: str | None, rag: bool, k: int | None, dataset: str,
+            say: Say) -> int:
+    """`ask`: one question to one model, with the retrieved sections as context when --rag; prints the sources."""
+    from finetune import retrieval
+
+    settings = config.finetune.evaluation
+    name = model or (config.finetune.base_model if config.finetune.provider == "local" else None) or config.model
+    with FinetuneState(config.output_dir) as state:
+        record = state.job_for_model(final_model_of(name))
+    backend = create_backend(config.finetune, provider=record.provider if record else None,
+                             output_dir=config.output_dir)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
+    sources: list[retrieval.Section] = []
+    if rag:
+        ds = resolve_dataset(config, dataset)
+        sources = retrieval.load_index(ds, settings.retrieval.tokenizer).search(question, k or settings.retrieval.k)
+        messages.insert(0, retrieval.context_message(sources))
+    sampling = SamplingConfig.model_validate(settings.model_dump(include=set(SamplingConfig.model_fields)))
+    reply = backend.chat(name, messages, sampling=sampling.model_copy(update={"n": 1}))[0]
+    say(reply.text)
+    for i, s in enumerate(sources, start=1):
+        say(f"  [{i}] {s.title}{' · ' + s.section if s.section else ''} — {s.url}")
+    if rag and not sources:
+        say("  (no section of the index matched the question)")
     return 0

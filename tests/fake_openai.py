@@ -74,6 +74,7 @@ FINE_TUNE_MIME_TYPES = {"text/jsonl", "application/jsonl", "application/x-ndjson
 UPLOAD_TTL_SECONDS = 3600
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BASE_MODEL_REPLY = "I'm not sure about that. Could you share more details about what you need?"
+JUDGE_MODEL = "judge-fake-1"  # grades the answer in a judge prompt against its reference (see `judged`)
 
 # Stand-ins for schemas the extract references but does not include ("dangling_refs_not_included").
 # CreateModelResponseProperties carries temperature/top_p etc.; it is reconstructed from the public spec's
@@ -815,6 +816,45 @@ def sampled(text: str, temperature: float, top_p: float, rng: random.Random) -> 
     return "".join(w for i, w in enumerate(words) if i not in dropped)
 
 
+_SOURCE = re.compile(r"<source\b[^>]*>\n(.*?)\n</source>", re.S)
+
+
+def from_context(messages: list[dict], question: str) -> str | None:
+    """What any model answers from retrieved context: the <source> block (see finetune.retrieval.context_message)
+    that shares the most words with the question, word for word; None without one sharing a word."""
+    words = set(_normalize_question(question).split())
+    best, best_overlap = None, 0
+    for m in messages:
+        if m.get("role") == "system":
+            for text in _SOURCE.findall(_text_of(m.get("content"))):
+                overlap = len(words & set(_normalize_question(text).split()))
+                if overlap > best_overlap:
+                    best, best_overlap = text, overlap
+    return best
+
+
+def _between(text: str, tag: str) -> str:
+    found = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", text, re.S)
+    return found[1] if found else ""
+
+
+def judged(prompt: str) -> str:
+    """The fake judge's reply to a judge prompt: the word F1 of <answer> against <reference> gives the grade
+    (0.6 correct, 0.25 partly correct), a declining answer to a declining reference is rightly declined; the JSON
+    comes after a line of prose and in a code fence, as real judges write it."""
+    answer, reference = _between(prompt, "answer"), _between(prompt, "reference")
+    decline = re.compile(r"not sure|does not cover|모르")
+    if decline.search(reference):
+        grade = "rightly declined" if decline.search(answer) else "wrong"
+    else:
+        got, want = _normalize_question(answer).split(), _normalize_question(reference).split()
+        common = sum(min(got.count(w), want.count(w)) for w in set(got))
+        f1 = 2 * common / (len(got) + len(want)) if got and want else 0.0
+        grade = "correct" if f1 >= 0.6 else "partly correct" if f1 >= 0.25 else "wrong"
+    reason = f"the answer {'matches' if grade in ('correct', 'rightly declined') else 'misses'} the reference"
+    return f"Here is my grade.\n```json\n{json.dumps({'grade': grade, 'reason': reason})}\n```"
+
+
 # --------------------------------------------------------------------------------------------------
 # HTTP plumbing
 
@@ -955,6 +995,7 @@ class FakeOpenAI:
         today: date | None = None,
         ft_match_threshold: float = 0.5,
         seed: int = 0,
+        chat_latency: float = 0.0,
     ):
         self.api_key = api_key
         self.organization_id = organization_id
@@ -967,6 +1008,7 @@ class FakeOpenAI:
         self.results_base64 = results_base64
         self.today = today
         self.ft_match_threshold = ft_match_threshold
+        self.chat_latency = chat_latency  # seconds every chat completion takes (the concurrency benchmark)
 
         self.requests: list[RecordedRequest] = []
         self.schema_violations: list[str] = []
@@ -1080,6 +1122,8 @@ class FakeOpenAI:
         except ApiError as exc:
             parsed, parse_error = body, exc
         record = RecordedRequest(method, path, query, {k: v for k, v in lower.items() if k != "authorization"}, parsed)
+        if self.chat_latency and path.endswith("/chat/completions"):
+            time.sleep(self.chat_latency)  # outside the lock: requests in flight overlap, as on a real server
         with self._lock:
             self.requests.append(record)
             try:
@@ -1638,6 +1682,9 @@ class FakeOpenAI:
         validate_request("CreateChatCompletionRequest", body)
         model = body["model"]
         known = model in BASE_MODELS or (model in self.fine_tuned_models and model not in self.deleted_models)
+        if model == JUDGE_MODEL:
+            return self._completion(model, body["messages"], [(judged(_text_of(body["messages"][-1]["content"])),
+                                                               "stop")])
         if not known:
             raise _not_found(f"The model `{model}` does not exist or you do not have access to it.",
                              code="model_not_found")
@@ -1650,7 +1697,7 @@ class FakeOpenAI:
                            f"{body[key]} instead.", param=key, code="integer_below_min_value")
         messages = body["messages"]
         question = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        learned = self._learned(model, question)
+        learned = self._learned(model, question) or from_context(messages, question)
         temperature = 1 if body.get("temperature") is None else body["temperature"]  # the API's defaults
         top_p = 1 if body.get("top_p") is None else body["top_p"]
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -1672,10 +1719,20 @@ class FakeOpenAI:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
         }
-        completion_id, created = "chatcmpl-" + self._token(29), self._now()
         if body.get("stream"):
+            completion_id, created = "chatcmpl-" + self._token(29), self._now()
             return "text/event-stream", self._stream(completion_id, created, model, choices, usage,
                                                      bool((body.get("stream_options") or {}).get("include_usage")))
+        return self._completion(model, messages, choices, usage)
+
+    def _completion(self, model: str, messages: list[dict], choices: list[tuple[str, str]],
+                    usage: dict | None = None) -> dict[str, Any]:
+        if usage is None:
+            prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) + 3 for m in messages) + 3
+            completion_tokens = sum(count_tokens(answer) for answer, _ in choices)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt_tokens + completion_tokens}
+        completion_id, created = "chatcmpl-" + self._token(29), self._now()
         return {
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": i, "message": {"role": "assistant", "content": answer, "refusal": None,

@@ -182,7 +182,7 @@ class Generator:
             "paraphrases", "styles", "language", "temperature", "seed", "max_tokens"})
         self.settings = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode("utf-8")).hexdigest()[:16]
         self.price_in, self.price_out = self._prices(gen.model)
-        self.judge_prompt = Prompt.load(gen.judge.prompt or PROMPTS / "judge.md") if gen.judge else None
+        self.judge_prompt = Prompt.load(gen.judge.prompt or PROMPTS / "judge-pairs.md") if gen.judge else None
         self.judge_id = (f"{gen.judge.model}:{self.judge_prompt.digest}" if gen.judge and self.judge_prompt
                          else None)  # the judge model and its prompt: another judge scores again
         self.judge_price_in, self.judge_price_out = self._prices(gen.judge.model) if gen.judge else (0.0, 0.0)

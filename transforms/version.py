@@ -56,6 +56,9 @@ class Manifest(BaseModel):
                                                   "by reason, bytes, new/changed/unchanged/removed URLs")
     generation: dict[str, Any] = Field({}, description="generated builds: provider, generator model, questions "
                                                        "per style, recall examples and file, cost of generating")
+    lineage: dict[str, Any] = Field({}, description="a version of a model's answers (`evaluate --save-dataset`): "
+                                                    "the model that answered, when, with which settings, from "
+                                                    "which version")
     files: dict[str, str] = Field({}, description="sha256 of every file")
 
     @property
