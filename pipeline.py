@@ -40,6 +40,7 @@ def _relative(path: Path) -> str:
 
 
 CRAWL_URLS_SHOWN = 10
+NEEDS_BROWSER = "apt-get install chromium (or set crawl.browser to its path)"
 STOP_REASONS = {"closespider_pagecount": "max_pages reached"}
 
 
@@ -59,6 +60,8 @@ def print_crawl(reports: list[SourceReport]) -> None:
         )
         if r.dropped:
             say("  not used: " + ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()))
+        if r.dropped.get("needs_browser"):
+            say(f"  needs_browser: pages built by scripts need Chromium to render: {NEEDS_BROWSER}")
         for kind in ("new", "changed", "removed"):
             urls = r.changes.get(kind) or []
             if urls:

@@ -39,7 +39,7 @@ from crawlers import settings as default_settings
 from crawlers.local_site import serve_folder
 from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
-from crawlers import frontier
+from crawlers import frontier, render
 from crawlers.store import PageStore
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
@@ -243,6 +243,7 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     try:
         with ExitStack() as stack:
             settings = project_settings(config)
+            render.apply(settings, config.crawl, config.sources)
             if worker:
                 frontier.apply(settings, _redis_url(config), config.crawl.redis_prefix)
             if json_logs:  # base.logs' JSON handler is on the root logger already

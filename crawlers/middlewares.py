@@ -42,7 +42,7 @@ class ConditionalRequestMiddleware:
 
     def process_request(self, request: Request) -> None:
         known = getattr(self.crawler.spider, "known", None)
-        if not known or request.meta.get("sitemap"):
+        if not known or request.meta.get("sitemap") or request.meta.get("playwright"):  # the browser needs the body
             return
         page = known.get(canonical_url(request.url))
         if page is None:
