@@ -147,6 +147,13 @@ def _crawl_stage(run: Any, config: Config, worker: bool = False) -> bool:
     if any(r.interrupted for r in reports):
         run.status = "interrupted"
         return False
+    refused = [r.name for r in reports if r.finish_reason == "auth_failed"]
+    if refused:
+        from crawlers.auth import AuthFailed
+
+        raise AuthFailed(f"auth_failed: the site refused the login of {', '.join(refused)} (wrong credentials or "
+                         "an expired session); nothing was retired, the previous pages stay live; check the "
+                         "environment variables its auth names and run the command again")
     return True
 
 
