@@ -40,6 +40,7 @@ def _relative(path: Path) -> str:
 
 
 CRAWL_URLS_SHOWN = 10
+NEEDS_BROWSER = "apt-get install chromium (or set crawl.browser to its path)"
 STOP_REASONS = {"closespider_pagecount": "max_pages reached"}
 
 
@@ -59,6 +60,8 @@ def print_crawl(reports: list[SourceReport]) -> None:
         )
         if r.dropped:
             say("  not used: " + ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()))
+        if r.dropped.get("needs_browser"):
+            say(f"  needs_browser: pages built by scripts need Chromium to render: {NEEDS_BROWSER}")
         for kind in ("new", "changed", "removed"):
             urls = r.changes.get(kind) or []
             if urls:
@@ -144,6 +147,13 @@ def _crawl_stage(run: Any, config: Config, worker: bool = False) -> bool:
     if any(r.interrupted for r in reports):
         run.status = "interrupted"
         return False
+    refused = [r.name for r in reports if r.finish_reason == "auth_failed"]
+    if refused:
+        from crawlers.auth import AuthFailed
+
+        raise AuthFailed(f"auth_failed: the site refused the login of {', '.join(refused)} (wrong credentials or "
+                         "an expired session); nothing was retired, the previous pages stay live; check the "
+                         "environment variables its auth names and run the command again")
     return True
 
 

@@ -30,14 +30,24 @@ _run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("crawl2tune
 _stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("crawl2tune_stage", default=None)
 _state: dict[str, object] = {"format": "text"}
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{6,}")
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` (a password, token or cookie read from the environment) wherever this process writes it."""
+    if value:
+        _secrets.add(value)
 
 
 def redact(text: str) -> str:
-    """Mask API keys: the configured one wherever it appears, and anything shaped like an OpenAI key."""
+    """Mask API keys (the configured one wherever it appears, and anything shaped like an OpenAI key) and the
+    registered secrets."""
     for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
         secret = os.environ.get(name)
         if secret and len(secret) >= 8:
             text = text.replace(secret, "***")
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return _KEY_PATTERN.sub(r"\1***", text)
 
 

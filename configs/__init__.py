@@ -43,6 +43,50 @@ Regex = Annotated[str, AfterValidator(_compiles), Field(description="a Python re
 CronExpression = Annotated[str, AfterValidator(cron.check)]
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="an environment variable's name")]
+
+
+class BasicAuth(Section):
+    """HTTP basic authentication; the values are read from the environment at crawl time."""
+
+    type: Literal["basic"]
+    username_env: EnvName = Field(description="environment variable holding the user name")
+    password_env: EnvName = Field(description="environment variable holding the password")
+
+
+class HeaderAuth(Section):
+    """A header sent with every request to the source's hosts (a bearer token, an API key)."""
+
+    type: Literal["header"]
+    name: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="the header's name, e.g. Authorization")
+    value_env: EnvName = Field(description="environment variable holding the header's value, e.g. 'Bearer …'")
+
+
+class CookieAuth(Section):
+    """A session cookie copied from a logged-in browser."""
+
+    type: Literal["cookie"]
+    cookie_env: EnvName = Field(description="environment variable holding the Cookie header, e.g. 'SESSION=…'")
+
+
+class FormAuth(Section):
+    """A login form posted once before the crawl; the session cookie it sets is sent to the source's hosts."""
+
+    type: Literal["form"]
+    login_url: str = Field(description="absolute URL the login form is posted to")
+    username_field: str = Field(min_length=1, description="the form field of the user name")
+    password_field: str = Field(min_length=1, description="the form field of the password")
+    username_env: EnvName = Field(description="environment variable holding the user name")
+    password_env: EnvName = Field(description="environment variable holding the password")
+    success_text: str | None = Field(
+        None, description="text the page after a successful login contains; default: a session cookie was set "
+        "and the answer is not the login form again"
+    )
+
+
+Auth = Annotated[BasicAuth | HeaderAuth | CookieAuth | FormAuth, Field(discriminator="type")]
+
+
 class SourceConfig(Section):
     """One site to crawl."""
 
@@ -72,6 +116,14 @@ class SourceConfig(Section):
         None,
         description="crawl a folder of HTML files (an offline export of the site) by serving it on 127.0.0.1 "
         "for the duration of the crawl; URLs keep the hosts of start_urls",
+    )
+    render: Literal["auto", "always", "never"] = Field(
+        "auto", description="pages built by scripts: auto renders in headless Chromium a page whose HTML has no "
+        "main content but script tags; always renders every page; never renders none"
+    )
+    auth: Auth | None = Field(
+        None, description="how to log in (basic, header, cookie or form); the config names environment variables, "
+        "never the secrets"
     )
     schedule: CronExpression | None = Field(
         None, description="cron expression on which `schedule` crawls this source (instead of the global "
@@ -128,6 +180,11 @@ class CrawlConfig(Section):
         "auto", description="auto: a live line on a terminal, else plain lines; log: plain lines; off: none"
     )
     progress_interval_seconds: float = Field(30.0, gt=0, description="seconds between plain progress lines")
+    browser: str = Field(
+        "chromium", min_length=1, description="the Chromium that renders pages built by scripts: a command on PATH "
+        "or a path (never downloaded; apt-get install chromium)"
+    )
+    render_concurrency: int = Field(2, ge=1, le=32, description="pages rendered in the browser at once at most")
     redis_url: str | None = Field(
         None, description="Redis shared by `crawl --worker` processes for the frontier and the URL dedup, "
         "e.g. redis://127.0.0.1:6379/0"

@@ -39,7 +39,7 @@ from crawlers import settings as default_settings
 from crawlers.local_site import serve_folder
 from crawlers.pages import PagePool, default_workers
 from crawlers.spiders.site import SiteSpider
-from crawlers import frontier
+from crawlers import auth, frontier, render
 from crawlers.store import PageStore
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
@@ -249,10 +249,11 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
         first_crawl = any(not store.has_pages(source.name) for source in config.sources)
     # forks now, before any thread starts
     pool = PagePool(default_workers() if workers is None else workers, warm=first_crawl)
-    crawlers: list[tuple[SourceConfig, Crawler, Job | None, str]] = []
+    crawlers: list[tuple[SourceConfig, Crawler | None, Job | None, str]] = []  # None: its login was refused
     try:
         with ExitStack() as stack:
             settings = project_settings(config)
+            render.apply(settings, config.crawl, config.sources)
             if worker:
                 frontier.apply(settings, _redis_url(config), config.crawl.redis_prefix)
             if json_logs:  # base.logs' JSON handler is on the root logger already
@@ -261,9 +262,17 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
             for source in config.sources:
                 job = Job(config, source) if config.crawl.resume and not worker else None  # workers resume via Redis
                 proxy = stack.enter_context(serve_folder(source.serve_dir)) if source.serve_dir else None
-                crawler = process.create_crawler(spider_for(source, job.dir if job else None))
                 started = job.started if job else now()
-                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started)
+                try:
+                    credentials = auth.credentials(source, config.crawl.timeout_seconds)
+                except auth.AuthFailed:  # a refused login form: the source is not crawled, nothing is retired
+                    crawlers.append((source, None, job, started))
+                    continue
+                spider = spider_for(source, job.dir if job else None)
+                spider.custom_settings.update(credentials.settings if credentials else {})
+                crawler = process.create_crawler(spider)
+                process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started,
+                              credentials=credentials)
                 crawlers.append((source, crawler, job, started))
             if interrupted.is_set():
                 raise KeyboardInterrupt
@@ -273,6 +282,11 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
     reports = []
     with PageStore(state_path(config.output_dir)) as store:
         for source, crawler, job, started in crawlers:
+            if crawler is None:
+                report = SourceReport(source.name, auth.FINISH_REASON, started_at=started, finished_at=now())
+                store.record_crawl(source.name, report.as_dict())
+                reports.append(report)
+                continue
             stats = crawler.stats.get_stats()
             if worker and not stats.get("crawl2tune/left"):
                 raise CrawlError(f"the worker could not leave the shared crawl of {source.name} (see the errors "
@@ -305,6 +319,8 @@ def crawl(config: Config, *, worker: bool = False) -> list[SourceReport]:
     that came too late for that and too early for Scrapy's handler is raised here when the child returns.
     """
     PageStore(state_path(config.output_dir)).close()  # fail early, in this process, if the state is unusable
+    for source in config.sources:
+        auth.check(source)  # a login's environment variable that is not set: a config error, before crawling
     if worker:
         _redis_url(config)
     context = multiprocessing.get_context("spawn")

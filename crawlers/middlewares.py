@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.redirect import RedirectMiddleware
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
+
+from crawlers.auth import FINISH_REASON, AuthFailed
 
 from crawlers.urls import canonical_url
 
@@ -42,7 +46,7 @@ class ConditionalRequestMiddleware:
 
     def process_request(self, request: Request) -> None:
         known = getattr(self.crawler.spider, "known", None)
-        if not known or request.meta.get("sitemap"):
+        if not known or request.meta.get("sitemap") or request.meta.get("playwright"):  # the browser needs the body
             return
         page = known.get(canonical_url(request.url))
         if page is None:
@@ -81,3 +85,44 @@ class CanonicalRedirectMiddleware(RedirectMiddleware):
             if canonical_url(result.url) == canonical_url(request.url):
                 result.dont_filter = True
         return result
+
+
+class AuthMiddleware:
+    """A source's login (`crawlers.auth.Credentials`, the spider's `credentials`): its headers go with requests for
+    the source's hosts and never with any other; a refused request (401, 403, a redirect to the login page) stops
+    the source's crawl as `auth_failed`, which retires nothing."""
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.stopping = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> "AuthMiddleware":
+        return cls(crawler)
+
+    def process_request(self, request: Request) -> None:
+        credentials = getattr(self.crawler.spider, "credentials", None)
+        if credentials is None:
+            return
+        ours = credentials.covers(urlparse_cached(request).hostname)
+        for name, value in credentials.headers.items():
+            if ours:
+                request.headers[name] = value
+            else:
+                request.headers.pop(name, None)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        credentials = getattr(self.crawler.spider, "credentials", None)
+        if credentials is None or not credentials.covers(urlparse_cached(request).hostname):
+            return response
+        if request.meta.get("dont_obey_robotstxt"):  # robots.txt: refused or not, the pages' answers decide
+            return response
+        location = response.headers.get(b"Location", b"").decode("latin-1")
+        to_login = credentials.login_path is not None and 300 <= response.status < 400 and location and \
+            urlsplit(urljoin(request.url, location)).path == credentials.login_path
+        if response.status in (401, 403) or to_login:
+            if not self.stopping:
+                self.stopping = True
+                deferred_from_coro(self.crawler.engine.close_spider_async(reason=FINISH_REASON))
+            raise AuthFailed(f"the site refused the login: {response.status} for {request.url}")
+        return response

@@ -34,6 +34,7 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
     "crawlers.middlewares.CanonicalRedirectMiddleware": 600,  # in its place: canonical-aware, loop-aware
     "crawlers.middlewares.ServeDirProxyMiddleware": 740,  # before HttpProxyMiddleware (750)
+    "crawlers.middlewares.AuthMiddleware": 650,  # a source's login headers; sees a redirect before it is followed
 }
 # One storage of the two is used (crawlers.pipelines.Storage): the other raises NotConfigured.
 ITEM_PIPELINES = {

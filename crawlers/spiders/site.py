@@ -39,6 +39,7 @@ from crawlers.middlewares import RedirectLoop
 from crawlers.links import LinkRules, in_domains, in_scope
 from crawlers.pages import PagePool
 from crawlers.pipelines import Storage
+from crawlers import render
 from crawlers.store import PageStore
 from crawlers.urls import canonical_url, clean_url
 
@@ -133,6 +134,7 @@ class SiteSpider(scrapy.Spider):
         spider.store = PageStore(crawler.settings["CRAWL2TUNE_STATE"])
         spider.known = spider.store.known(spider.source.name)
         spider.max_depth = crawler.settings.getint("DEPTH_LIMIT")
+        spider.browser = crawler.settings.get("CRAWL2TUNE_BROWSER")
         return spider
 
     @property
@@ -152,6 +154,8 @@ class SiteSpider(scrapy.Spider):
     # --- requests -------------------------------------------------------------------------------
 
     def page_request(self, url: str, **meta: Any) -> Request:
+        if self.source.render == "always" and self.browser:
+            meta.update(render.render_meta())
         return Request(url, callback=self.parse, errback=self.failed, meta=meta)
 
     async def start(self) -> AsyncIterator[Request]:
@@ -195,6 +199,12 @@ class SiteSpider(scrapy.Spider):
         url = self.document_url(content.page.canonical_url, fetched)
         title = content.page.title or url
         text = content.page.text.strip()
+        if self.source.render != "never" and not render.rendered(response) and render.needs_rendering(response.body, text):
+            if self.browser:  # the static HTML is a shell its scripts fill in: the browser's turn
+                yield render.render_again(response.request)
+            else:  # no validators kept: once a browser is installed, the next crawl fetches it in full
+                yield FetchedPage(self.source.name, fetched, fetched, response.status, reason="needs_browser")
+            return
         document = Document(
             url=url,
             source=self.source.name,

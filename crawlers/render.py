@@ -1,0 +1,87 @@
+"""Pages built by scripts, rendered in the system's headless Chromium through scrapy-playwright.
+
+Only pages that need it pay for a browser: every page is fetched as static HTML first, and one whose HTML has no
+main content but script tags (`needs_rendering`) is requested again with `render_meta`, which scrapy-playwright's
+download handler renders (the source's `render: always` renders every page). Playwright starts at the first page
+to render, not with the crawl, and rendered pages share one download slot bounded by `crawl.render_concurrency`, so
+static pages keep the per-host slots to themselves. The browser is Debian's `chromium` (`crawl.browser`), never one
+downloaded by `playwright install`; without it such pages are dropped as `needs_browser`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from typing import Any
+
+from scrapy import Request
+from scrapy.http import Response
+from scrapy.settings import Settings
+from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+from configs import CrawlConfig, SourceConfig
+
+SLOT = "crawl2tune-browser"
+_SCRIPT = re.compile(rb"<script\b", re.IGNORECASE)
+
+
+def browser(crawl: CrawlConfig) -> str | None:
+    """The Chromium executable `crawl.browser` names (a command on PATH or a path), None when there is none."""
+    return shutil.which(crawl.browser)
+
+
+def apply(settings: Settings, crawl: CrawlConfig, sources: list[SourceConfig]) -> None:
+    """Install the rendering download handler when a source may render and the browser is there; the spider reads
+    CRAWL2TUNE_BROWSER (None: pages that need rendering are `needs_browser`)."""
+    executable = browser(crawl) if any(s.render != "never" for s in sources) else None
+    settings.set("CRAWL2TUNE_BROWSER", executable, priority="project")
+    if executable is None:
+        return
+    handler = "crawlers.render.LazyPlaywrightHandler"
+    settings.setdict({
+        "DOWNLOAD_HANDLERS": {"http": handler, "https": handler},
+        "PLAYWRIGHT_BROWSER_TYPE": "chromium",
+        "PLAYWRIGHT_LAUNCH_OPTIONS": {"executable_path": executable, "headless": True},
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": crawl.render_concurrency,
+        "PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT": crawl.timeout_seconds * 1000,
+        "DOWNLOAD_SLOTS": {SLOT: {"concurrency": crawl.render_concurrency}},
+    }, priority="project")
+
+
+def needs_rendering(body: bytes, text: str) -> bool:
+    """The static HTML has no main content but loads scripts that may build it."""
+    return not text.strip() and _SCRIPT.search(body) is not None
+
+
+def rendered(response: Response) -> bool:
+    return bool(response.meta.get("playwright"))
+
+
+def render_meta() -> dict[str, Any]:
+    """Request meta that has the browser render a page, once the scripts' requests are done."""
+    return {"playwright": True, "playwright_page_goto_kwargs": {"wait_until": "networkidle"}, "download_slot": SLOT}
+
+
+def render_again(request: Request) -> Request:
+    """The static request of a page that needs rendering, sent again to the browser (past the duplicate filter)."""
+    return request.replace(meta={**request.meta, **render_meta()}, dont_filter=True)
+
+
+class LazyPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
+    """scrapy-playwright's handler, which starts Playwright at the first page to render instead of at the
+    crawl's start: a crawl of static pages never starts it."""
+
+    def __init__(self, crawler: Any) -> None:
+        super().__init__(crawler)
+        self._start_lock = asyncio.Lock()
+
+    async def _maybe_launch_in_thread(self) -> None:  # connected to engine_started: not yet
+        pass
+
+    async def download_request(self, request: Request) -> Response:  # type: ignore[override]
+        if request.meta.get("playwright") and not hasattr(self, "browser_provider"):
+            async with self._start_lock:
+                if not hasattr(self, "browser_provider"):
+                    await self._launch()
+        return await super().download_request(request)
