@@ -71,11 +71,12 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
         from finetune.local.backend import check_ready
 
         check_ready(config)
-        spec, warnings = model_registry.lookup(config.model), []
+        spec, warnings = config.model_spec, []
     else:
-        spec, warnings = model_registry.check(config.model)
+        spec, warnings = model_registry.check(config.model, named=config.finetune.model_specs)
+    named = spec in config.finetune.model_specs  # another service's model: OpenAI's end of jobs is not its end
     on = model_registry.today()
-    if config.finetune.provider == "openai" and on >= model_registry.NEW_JOBS_END:
+    if config.finetune.provider == "openai" and not named and on >= model_registry.NEW_JOBS_END:
         raise Refused(f"OpenAI accepts no new fine-tuning jobs since {model_registry.NEW_JOBS_END.isoformat()}; "
                       "the dataset stays usable with another backend")
     built_for = ds.manifest.model
@@ -84,7 +85,10 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     counter = TokenCounter(spec.encoding)
     epochs = config.finetune.n_epochs if config.finetune.n_epochs != "auto" else None
     fmt = ds.manifest.format if ds.manifest.format in FORMATS else None
-    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt)
+    # a model named in config is unknown to validate's worker processes, which look the spec up by name
+    processes = 1 if named else None
+    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt,
+                          processes=processes)
     if train.format == "preference":
         raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
                       "chat or prompt/completion examples")
@@ -102,7 +106,7 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
         )
     test = None
     if ds.test.is_file() and ds.test.stat().st_size > 0:
-        test = validate_file(ds.test, spec, counter, fmt=train.format)
+        test = validate_file(ds.test, spec, counter, fmt=train.format, processes=processes)
         problems = _summary(test, skip=("insufficient_examples",))
         if problems:
             raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "
