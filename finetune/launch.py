@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from configs import Config
 from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile
-from finetune.providers import create_backend
+from finetune.providers import OPEN_WEIGHTS_SERVICES, check_settings, create_backend, hyperparameters
 from finetune.state import FinetuneState, JobRecord, Lineage
 from configs import model_registry
 from transforms.build import datasets_root
@@ -64,6 +64,7 @@ def _summary(report: Report, *, skip: tuple[str, ...] = ()) -> str:
 def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     """Every local refusal; returns the validation reports and warnings when the dataset may be sent."""
     local = config.finetune.provider == "local"
+    check_settings(config)
     if local and model_registry.base_of(config.model):
         raise Refused(f"{config.model} is a fine-tune on OpenAI's platform; the local backend trains "
                       "finetune.base_model: set `model` to a base model, or finetune.provider to openai")
@@ -89,7 +90,11 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     processes = 1 if named else None
     train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt,
                           processes=processes)
-    if train.format == "preference":
+    dpo = config.finetune.training_method == "dpo"
+    if dpo and train.format != "preference":
+        raise Refused(f"{ds.train} holds {train.format} examples; training_method dpo needs preference pairs "
+                      "(input, preferred_output, non_preferred_output): build them, or set training_method sft")
+    if train.format == "preference" and not dpo:
         raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
                       "chat or prompt/completion examples")
     if local and train.format not in (None, "chat"):
@@ -151,10 +156,14 @@ def job_request(config: Config, ds: DatasetVersion, spec: model_registry.ModelSp
     metadata = {"dataset": ds.name, "dataset_version": ds.version}
     if ds.fraction < 1:
         metadata["dataset_fraction"] = f"{ds.fraction:g}"
+    if ft.provider in OPEN_WEIGHTS_SERVICES:
+        hyper = hyperparameters(config)
+    else:
+        hyper = {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
+                 "learning_rate_multiplier": ft.learning_rate_multiplier}
     return {
         "model": config.model if model_registry.base_of(config.model) else spec.name,  # ft: continues that model
-        "hyperparameters": {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
-                            "learning_rate_multiplier": ft.learning_rate_multiplier},
+        "hyperparameters": hyper,
         "suffix": ft.suffix,
         "seed": ft.seed,
         "metadata": metadata,
