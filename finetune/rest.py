@@ -14,9 +14,12 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from finetune.backend import ApiError, MissingCredentials, TransientError
+from finetune.backend import ApiError, ChatReply, MissingCredentials, TransientError
+
+if TYPE_CHECKING:
+    from configs import SamplingConfig
 
 
 def api_key(env: Mapping[str, str], name: str, service: str) -> str:
@@ -106,3 +109,22 @@ def _error_of(payload: bytes) -> tuple[str, str | None]:
     message = error.get("message") or body.get("message") or json.dumps(body)[:300]
     code = error.get("code") or error.get("type")
     return " ".join(str(message).split()), str(code) if code is not None else None
+
+
+def chat_completions(rest: Rest, path: str, model: str, messages: list[dict[str, Any]],
+                     sampling: SamplingConfig) -> list[ChatReply]:
+    """`sampling.n` answers from an OpenAI-compatible chat-completions route (Together, Fireworks, vLLM, Ollama,
+    llama.cpp's server …)."""
+    body: dict[str, Any] = {"model": model, "messages": messages, "n": sampling.n,
+                            "temperature": sampling.temperature, "top_p": sampling.top_p,
+                            "frequency_penalty": sampling.frequency_penalty,
+                            "presence_penalty": sampling.presence_penalty}
+    if sampling.max_tokens:
+        body["max_tokens"] = sampling.max_tokens
+    reply = rest.request("POST", path, body=body, what=f"asking {model}")
+    usage = reply.get("usage") or {}
+    choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
+    return [ChatReply(text=(c.get("message") or {}).get("content") or "", finish_reason=c.get("finish_reason"),
+                      prompt_tokens=usage.get("prompt_tokens"),
+                      completion_tokens=usage.get("completion_tokens") if len(choices) == 1 else None)
+            for c in choices]

@@ -29,7 +29,7 @@ from finetune.backend import (
     JobRequest,
     RemoteFile,
 )
-from finetune.rest import Rest, api_key
+from finetune.rest import Rest, api_key, chat_completions
 
 if TYPE_CHECKING:
     from configs import FinetuneConfig, SamplingConfig
@@ -221,16 +221,4 @@ class TogetherBackend(Backend):
                             "it in Together's console")
 
     def chat(self, model: str, messages: list[dict[str, Any]], *, sampling: SamplingConfig) -> list[ChatReply]:
-        body: dict[str, Any] = {"model": model, "messages": messages, "n": sampling.n,
-                                "temperature": sampling.temperature, "top_p": sampling.top_p,
-                                "frequency_penalty": sampling.frequency_penalty,
-                                "presence_penalty": sampling.presence_penalty}
-        if sampling.max_tokens:
-            body["max_tokens"] = sampling.max_tokens
-        reply = self.rest.request("POST", "/chat/completions", body=body, what=f"asking {model}")
-        usage = reply.get("usage") or {}
-        choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
-        return [ChatReply(text=(c.get("message") or {}).get("content") or "", finish_reason=c.get("finish_reason"),
-                          prompt_tokens=usage.get("prompt_tokens"),
-                          completion_tokens=usage.get("completion_tokens") if len(choices) == 1 else None)
-                for c in choices]
+        return chat_completions(self.rest, "/chat/completions", model, messages, sampling)
