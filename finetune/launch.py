@@ -21,6 +21,7 @@ from configs import Config
 from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile
 from finetune.providers import OPEN_WEIGHTS_SERVICES, check_settings, create_backend, hyperparameters
 from finetune.state import FinetuneState, JobRecord, Lineage
+from finetune.targets import TARGETS, check_file
 from configs import model_registry
 from transforms.build import datasets_root
 from transforms.approval import check_approval
@@ -116,6 +117,12 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
         if problems:
             raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "
                           f"Details: `python pipeline.py validate {ds.test} --model {spec.name}`")
+    if config.finetune.provider in TARGETS:
+        for path in (ds.train, ds.test) if test else (ds.train,):
+            problems = check_file(config.finetune.provider, path, dpo=dpo)
+            if problems:
+                raise Refused(f"{path} is not what {TARGETS[config.finetune.provider].name} accepts: "
+                              f"{'; '.join(problems)}; nothing was uploaded")
     check_approval(config, ds.dir, ds.label)
     return Checked(spec, train, test, warnings)
 
