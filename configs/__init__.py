@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from cssselect import GenericTranslator, SelectorError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapValidator, field_validator,
                       model_validator)
 
@@ -559,6 +560,26 @@ class LoraConfig(Section):
     )
 
 
+class BaseModelConfig(Section):
+    """A base model of a service outside OpenAI's registry (an open-weights model on Nebius, Together,
+    Fireworks …), named with what the dataset checks need to know about it."""
+
+    name: str = Field(min_length=1, description="the model's name as the service spells it")
+    context_tokens: int = Field(ge=16, description="tokens per training example at most (the service's limit)")
+    encoding: Literal["o200k_base", "cl100k_base"] = Field(
+        "o200k_base", description="tiktoken encoding the token counts are made with; the model's own tokenizer "
+        "differs, so leave headroom below context_tokens"
+    )
+    format: model_registry.Format = Field("chat", description="training-file format the model takes")
+    price_per_1m_training_tokens: float = Field(
+        0.0, ge=0, description="USD per 1M training tokens for the cost estimate; 0: unknown (estimates read $0)"
+    )
+
+    def spec(self) -> model_registry.ModelSpec:
+        return model_registry.ModelSpec(self.name, self.encoding, self.context_tokens,
+                                        self.price_per_1m_training_tokens, self.format, None)
+
+
 # Options of the retired /v1/fine-tunes API that the fine-tuning jobs API has no equivalent for.
 LEGACY_FINE_TUNES_OPTIONS = ("prompt_loss_weight", "compute_classification_metrics", "classification_n_classes",
                              "classification_positive_class", "classification_betas")
@@ -575,9 +596,29 @@ class FinetuneConfig(Section):
     """
 
     require_approval: bool = Field(False, description="refuse to fine-tune a version not marked with `approve`")
-    provider: Literal["openai", "azure", "local"] = Field(
-        "openai", description="fine-tuning API: openai (or any OpenAI-compatible base_url), azure (Azure OpenAI) "
-        "or local (an open-weights model trained on this machine)"
+    provider: Literal["openai", "azure", "together", "fireworks", "local"] = Field(
+        "openai", description="fine-tuning API: openai (or any service with OpenAI's files and fine_tuning.jobs "
+        "routes at base_url, e.g. Nebius Token Factory), azure (Azure OpenAI), together (Together AI), fireworks "
+        "(Fireworks AI) or local (an open-weights model trained on this machine)"
+    )
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="name of the environment variable holding the API "
+        "key, so two services' keys coexist; with it set, OPENAI_* variables do not apply. Default: OPENAI_API_KEY "
+        "(azure: AZURE_OPENAI_API_KEY), TOGETHER_API_KEY, FIREWORKS_API_KEY"
+    )
+    base_models: list[BaseModelConfig] = Field(
+        default_factory=list, description="base models outside OpenAI's registry that `model` may name, each with "
+        "its context limit"
+    )
+    account: str | None = Field(None, description="fireworks: the account id its routes are under")
+    training_method: Literal["sft", "dpo"] = Field(
+        "sft", description="together: sft (supervised) or dpo (preference pairs); other providers train sft"
+    )
+    train_on_inputs: Auto | bool = Field(
+        "auto", description="together: also train on the user and system turns; auto: the service's default"
+    )
+    from_checkpoint: str | None = Field(
+        None, description="together: continue from a job's checkpoint (<job id>, <output model> or with :<step>)"
     )
     base_model: str | None = Field(
         None, description="local: the open-weights causal LM to fine-tune, a local folder or a Hugging Face hub "
@@ -585,7 +626,8 @@ class FinetuneConfig(Section):
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="local: the LoRA adapter")
     learning_rate: Auto | Annotated[float, Field(gt=0, lt=1)] = Field(
-        "auto", description="local: AdamW learning rate; auto: 2e-4 with LoRA, 2e-5 for full fine-tuning"
+        "auto", description="absolute learning rate (local, together, fireworks); auto: the service's default, "
+        "locally 2e-4 with LoRA, 2e-5 for full fine-tuning. openai and azure take learning_rate_multiplier instead"
     )
     max_seq_length: int = Field(
         2048, ge=16, description="local: tokens per example at most; longer ones are cut (their end is not trained)"
@@ -603,7 +645,8 @@ class FinetuneConfig(Section):
         "auto", description="batch size: auto or 1-256"
     )
     learning_rate_multiplier: Auto | Annotated[float, Field(gt=0)] = Field(
-        "auto", description="learning rate multiplier: auto or a number > 0"
+        "auto", description="openai, azure: a multiplier of the service's own learning rate: auto or a number > 0; "
+        "the other providers take an absolute learning_rate"
     )
     suffix: str | None = Field(
         None, description="added to the fine-tuned model's name: 1-64 letters, digits, '.', '_' or '-'"
@@ -642,6 +685,22 @@ class FinetuneConfig(Section):
         raise ValueError(f"expected 'auto' or an integer from 1 to {high}, got {value!r}")
 
     @model_validator(mode="after")
+    def _learning_rate_of_the_right_kind(self) -> "FinetuneConfig":
+        multiplier = self.provider in ("openai", "azure")
+        if multiplier and self.learning_rate != "auto":
+            raise ValueError(f"provider {self.provider} takes learning_rate_multiplier (a multiple of its own "
+                             "learning rate), not an absolute learning_rate: set learning_rate_multiplier instead")
+        if not multiplier and self.learning_rate_multiplier != "auto":
+            raise ValueError(f"provider {self.provider} takes an absolute learning_rate (e.g. 1e-5), not "
+                             "learning_rate_multiplier: set learning_rate instead")
+        return self
+
+    @property
+    def model_specs(self) -> tuple[model_registry.ModelSpec, ...]:
+        """The config's own base models, as the registry takes them (`lookup(name, named=…)`)."""
+        return tuple(m.spec() for m in self.base_models)
+
+    @model_validator(mode="after")
     def _local_needs_a_model(self) -> "FinetuneConfig":
         if self.provider == "local" and not self.base_model:
             raise ValueError("provider local needs finetune.base_model: a local folder or a Hugging Face hub id of "
@@ -677,26 +736,29 @@ class Config(Section):
         "`schedule`); e.g. '0 3 * * *' every day at 03:00"
     )
 
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        model_registry.lookup(name)
-        return name
-
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}")
-        limit = model_registry.lookup(self.model).max_tokens_per_example
+        try:
+            limit = self.model_spec.max_tokens_per_example
+        except model_registry.ModelError as exc:  # named where the field is, like a field validator's error
+            raise ValidationError.from_exception_data("Config", [InitErrorDetails(
+                type=PydanticCustomError("unknown_model", "{message}", {"message": str(exc)}), loc=("model",), input=self.model)]) from None
         wanted = self.dataset.max_tokens_per_example
         if wanted is not None and wanted > limit:
             raise ValueError(f"dataset.max_tokens_per_example {wanted} exceeds {self.model}'s limit of {limit}")
         return self
 
     @property
+    def model_spec(self) -> model_registry.ModelSpec:
+        """`model`'s spec: one of finetune.base_models, else the registry's."""
+        return model_registry.lookup(self.model, self.finetune.model_specs)
+
+    @property
     def token_limit(self) -> int:
-        return self.dataset.max_tokens_per_example or model_registry.lookup(self.model).max_tokens_per_example
+        return self.dataset.max_tokens_per_example or self.model_spec.max_tokens_per_example
 
 
 def parse_fraction(text: str, option: str = "--fraction") -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Iterable, Literal
 
 from base.errors import Crawl2TuneError
 
@@ -86,27 +86,36 @@ def without_checkpoint(name: str) -> str:
     return _CHECKPOINT.sub("", name)
 
 
-def lookup(name: str) -> ModelSpec:
-    """The spec for a model name, alias or `ft:<base>:…` fine-tune (which inherits its base's spec)."""
+def lookup(name: str, named: Iterable[ModelSpec] = ()) -> ModelSpec:
+    """The spec for a model name, alias or `ft:<base>:…` fine-tune (which inherits its base's spec).
+
+    `named` are the base models a config names itself (`finetune.base_models`): they come first."""
+    own = next((spec for spec in named if spec.name == name), None)
+    if own is not None:
+        return own
     base = base_of(name) or name
     base = ALIASES.get(base, base)
     spec = MODELS.get(base)
     if spec is None:
         raise ModelError(
-            f"unknown model {name!r}; use one of: {', '.join(sorted(MODELS))} (or an ft:<base>:… model)"
+            f"unknown model {name!r}; use one of: {', '.join(sorted(MODELS))} (or an ft:<base>:… model), or name it "
+            "with its context limit in finetune.base_models"
         )
     return spec
 
 
-def check(name: str, *, on: date | None = None, hosted: bool = True) -> tuple[ModelSpec, list[str]]:
+def check(name: str, *, on: date | None = None, hosted: bool = True,
+          named: Iterable[ModelSpec] = ()) -> tuple[ModelSpec, list[str]]:
     """Spec and warnings for fine-tuning `name` on a date; raises ModelError for a retired model.
 
     With `hosted=False` (a dataset trained elsewhere, e.g. the local backend) the model only lends its
-    encoding, limit and format: OpenAI's dates neither refuse nor warn.
+    encoding, limit and format: OpenAI's dates neither refuse nor warn. Neither do they for a model the
+    config names itself (`named`): it is some other service's, with dates of its own.
     """
     on = on or today()
-    spec = lookup(name)
-    if not hosted:
+    named = tuple(named)
+    spec = lookup(name, named)
+    if not hosted or spec in named:
         return spec, []
     # a fine-tune lives and dies with its base: the dates and the messages are the base's
     subject = f"base model {spec.name} of {name}" if base_of(name) else f"model {spec.name}"

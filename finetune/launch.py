@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 from configs import Config
 from finetune.backend import ApiError, Backend, Job, JobRequest, Refused, RemoteFile
-from finetune.providers import create_backend
+from finetune.providers import OPEN_WEIGHTS_SERVICES, check_settings, create_backend, hyperparameters
 from finetune.state import FinetuneState, JobRecord, Lineage
+from finetune.targets import TARGETS, check_file
 from configs import model_registry
 from transforms.build import datasets_root
 from transforms.approval import check_approval
@@ -64,6 +65,7 @@ def _summary(report: Report, *, skip: tuple[str, ...] = ()) -> str:
 def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     """Every local refusal; returns the validation reports and warnings when the dataset may be sent."""
     local = config.finetune.provider == "local"
+    check_settings(config)
     if local and model_registry.base_of(config.model):
         raise Refused(f"{config.model} is a fine-tune on OpenAI's platform; the local backend trains "
                       "finetune.base_model: set `model` to a base model, or finetune.provider to openai")
@@ -71,11 +73,12 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
         from finetune.local.backend import check_ready
 
         check_ready(config)
-        spec, warnings = model_registry.lookup(config.model), []
+        spec, warnings = config.model_spec, []
     else:
-        spec, warnings = model_registry.check(config.model)
+        spec, warnings = model_registry.check(config.model, named=config.finetune.model_specs)
+    named = spec in config.finetune.model_specs  # another service's model: OpenAI's end of jobs is not its end
     on = model_registry.today()
-    if config.finetune.provider == "openai" and on >= model_registry.NEW_JOBS_END:
+    if config.finetune.provider == "openai" and not named and on >= model_registry.NEW_JOBS_END:
         raise Refused(f"OpenAI accepts no new fine-tuning jobs since {model_registry.NEW_JOBS_END.isoformat()}; "
                       "the dataset stays usable with another backend")
     built_for = ds.manifest.model
@@ -84,8 +87,15 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     counter = TokenCounter(spec.encoding)
     epochs = config.finetune.n_epochs if config.finetune.n_epochs != "auto" else None
     fmt = ds.manifest.format if ds.manifest.format in FORMATS else None
-    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt)
-    if train.format == "preference":
+    # a model named in config is unknown to validate's worker processes, which look the spec up by name
+    processes = 1 if named else None
+    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt,
+                          processes=processes)
+    dpo = config.finetune.training_method == "dpo"
+    if dpo and train.format != "preference":
+        raise Refused(f"{ds.train} holds {train.format} examples; training_method dpo needs preference pairs "
+                      "(input, preferred_output, non_preferred_output): build them, or set training_method sft")
+    if train.format == "preference" and not dpo:
         raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
                       "chat or prompt/completion examples")
     if local and train.format not in (None, "chat"):
@@ -102,11 +112,17 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
         )
     test = None
     if ds.test.is_file() and ds.test.stat().st_size > 0:
-        test = validate_file(ds.test, spec, counter, fmt=train.format)
+        test = validate_file(ds.test, spec, counter, fmt=train.format, processes=processes)
         problems = _summary(test, skip=("insufficient_examples",))
         if problems:
             raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "
                           f"Details: `python pipeline.py validate {ds.test} --model {spec.name}`")
+    if config.finetune.provider in TARGETS:
+        for path in (ds.train, ds.test) if test else (ds.train,):
+            problems = check_file(config.finetune.provider, path, dpo=dpo)
+            if problems:
+                raise Refused(f"{path} is not what {TARGETS[config.finetune.provider].name} accepts: "
+                              f"{'; '.join(problems)}; nothing was uploaded")
     check_approval(config, ds.dir, ds.label)
     return Checked(spec, train, test, warnings)
 
@@ -147,10 +163,14 @@ def job_request(config: Config, ds: DatasetVersion, spec: model_registry.ModelSp
     metadata = {"dataset": ds.name, "dataset_version": ds.version}
     if ds.fraction < 1:
         metadata["dataset_fraction"] = f"{ds.fraction:g}"
+    if ft.provider in OPEN_WEIGHTS_SERVICES:
+        hyper = hyperparameters(config)
+    else:
+        hyper = {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
+                 "learning_rate_multiplier": ft.learning_rate_multiplier}
     return {
         "model": config.model if model_registry.base_of(config.model) else spec.name,  # ft: continues that model
-        "hyperparameters": {"n_epochs": ft.n_epochs, "batch_size": ft.batch_size,
-                            "learning_rate_multiplier": ft.learning_rate_multiplier},
+        "hyperparameters": hyper,
         "suffix": ft.suffix,
         "seed": ft.seed,
         "metadata": metadata,

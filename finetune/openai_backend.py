@@ -61,13 +61,22 @@ class Connection:
 
 
 def resolve_connection(config: Any, provider: str, env: Mapping[str, str] | None = None) -> Connection:
-    """Settings by precedence env > config file > default; the key comes from the environment only."""
+    """Settings by precedence env > config file > default; the key comes from the environment only.
+
+    With `finetune.api_key_env` the service is another one than OPENAI_BASE_URL's (Nebius Token Factory …):
+    its key is read from that variable alone and the OPENAI_* variables are ignored, so OpenAI's key is never
+    sent to it, nor its key to OpenAI."""
     env = os.environ if env is None else env
 
     def pick(*names: str, fallback: str | None = None) -> str | None:
         return next((env[n] for n in names if env.get(n)), None) or fallback
 
-    if provider == "azure":
+    if config.api_key_env:  # a service of its own: its key, and only the config says where it is
+        key = pick(config.api_key_env)
+        key_help = f"export {config.api_key_env}=…, the variable finetune.api_key_env names"
+        base_url = config.base_url
+        api_version = pick("OPENAI_API_VERSION", fallback=config.api_version) if provider == "azure" else None
+    elif provider == "azure":
         key = pick("AZURE_OPENAI_API_KEY", "OPENAI_API_KEY")
         key_help = "export AZURE_OPENAI_API_KEY=… (or OPENAI_API_KEY)"
         base_url = pick("AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL", fallback=config.base_url)
@@ -87,11 +96,12 @@ def resolve_connection(config: Any, provider: str, env: Mapping[str, str] | None
                             "(https://<resource>.openai.azure.com/) or AZURE_OPENAI_ENDPOINT")
     if provider == "azure" and not api_version:
         raise FinetuneError("Azure OpenAI needs an API version: set finetune.api_version or OPENAI_API_VERSION")
+    own = bool(config.api_key_env)
     return Connection(
         provider=provider,
         base_url=base_url,
-        organization=pick("OPENAI_ORG_ID", fallback=config.organization),
-        project=pick("OPENAI_PROJECT_ID", fallback=config.project),
+        organization=config.organization if own else pick("OPENAI_ORG_ID", fallback=config.organization),
+        project=config.project if own else pick("OPENAI_PROJECT_ID", fallback=config.project),
         api_version=api_version,
         timeout=config.timeout,
         max_retries=config.max_retries,

@@ -996,8 +996,11 @@ class FakeOpenAI:
         ft_match_threshold: float = 0.5,
         seed: int = 0,
         chat_latency: float = 0.0,
+        open_models: tuple[str, ...] = (),
     ):
         self.api_key = api_key
+        self.keys_seen: set[str] = set()  # every bearer token presented, accepted or not
+        self.open_models = set(open_models)  # open-weights base models a compatible service (Nebius …) offers
         self.organization_id = organization_id
         self.organization_name = organization_name
         self.job_step_seconds = job_step_seconds
@@ -1170,6 +1173,7 @@ class FakeOpenAI:
                 "username) if you're accessing the API from your browser and are prompted for a username. You can "
                 "obtain an API key from https://platform.openai.com/account/api-keys.")
         key = auth[7:].strip()
+        self.keys_seen.add(key)
         if key != self.api_key:
             raise ApiError(401, f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
                            "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
@@ -1406,10 +1410,10 @@ class FakeOpenAI:
         An `ft:` model continues an earlier fine-tune: the organization's own, still existing models are
         accepted (trained on their base's snapshot, and refused with it once it is retired); anything else,
         another organization's model included, gets the platform's answer for a model it does not offer."""
-        if self._today() >= NO_NEW_JOBS_FROM:
+        if self._today() >= NO_NEW_JOBS_FROM and model not in self.open_models:
             raise _bad("Fine-tuning job creation is no longer available: no new fine-tuning jobs can be created "
                        f"from {NO_NEW_JOBS_FROM.isoformat()}.", param="model", code="model_not_available")
-        snapshot = BASE_MODELS.get(model)
+        snapshot = BASE_MODELS.get(model) or (model if model in self.open_models else None)
         if model.startswith("ft:"):
             job = self.fine_tuned_models.get(model)
             own = model.split(":")[2:3] == [self.organization_name]

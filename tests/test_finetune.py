@@ -166,7 +166,7 @@ def test_configured_hyperparameters_and_wandb_integration_are_sent(project, caps
     ("batch_size: 0", "finetune.batch_size: expected 'auto' or an integer from 1 to 256, got 0"),
     ("learning_rate_multiplier: -1", "finetune.learning_rate_multiplier: expected 'auto' or a number > 0"),
     ("suffix: " + "x" * 65, "finetune.suffix: 'xxxxx"),
-    ("provider: vertex", "finetune.provider: Input should be 'openai', 'azure' or 'local'"),
+    ("provider: vertex", "finetune.provider: Input should be 'openai', 'azure', 'together', 'fireworks' or 'local'"),
     ("provider: local", "finetune: provider local needs finetune.base_model"),
 ])
 def test_bad_finetune_settings_fail_with_the_field_path(project, capsys, setting, message):

@@ -243,7 +243,8 @@ def _generation(config: Config, st: Stages, out: DatasetWriter, styles: Counter)
 def build(config: Config) -> BuildResult:
     """Build a new dataset version from the crawl state (or report that it equals the latest one): documents
     through the stages into the writer, the counts checked, then published unless the latest version is the same."""
-    spec, warnings = model_registry.check(config.model, hosted=config.finetune.provider != "local")
+    spec, warnings = model_registry.check(config.model, hosted=config.finetune.provider != "local",
+                                         named=config.finetune.model_specs)
     state = state_path(config.output_dir)
     if not state.exists():
         raise BuildError(f"no crawl state at {state}; run `python pipeline.py crawl` with this config first")
