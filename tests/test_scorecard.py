@@ -141,9 +141,16 @@ def test_a_template_only_version_says_it_has_no_recall_set(project, capsys):  # 
     assert "headline: chrF" in out
 
 
-def test_rag_without_an_index_says_how_to_build_it(project, capsys):  # noqa: F811
+def test_rag_without_an_index_and_bad_flags_are_one_line(project, capsys):  # noqa: F811
     assert project.run("evaluate", "--model", "gpt-4o-mini", "--rag") == 1
     assert "has no bigram retrieval index: run python pipeline.py index --dataset v0001" in capsys.readouterr().err
+    assert project.run("evaluate", "--model", "gpt-4o-mini", "--rag", "--k", "0") == 1
+    assert "--k 0: give 1 to 50 sections" in capsys.readouterr().err
+    assert project.run("evaluate", "--model", "gpt-4o-mini", "--save-dataset", "guide") == 1
+    assert "--save-dataset guide: that is the name `build` writes" in capsys.readouterr().err
+    assert project.run("evaluate", "--model", "gpt-4o-mini", "--questions", "all") == 1
+    assert "add --save-dataset NAME" in capsys.readouterr().err
+    assert project.fake.find_requests("POST", "/v1/chat/completions") == []
 
 
 def test_ask_answers_with_the_sources_it_used(project, capsys):  # noqa: F811
