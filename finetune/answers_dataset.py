@@ -71,6 +71,9 @@ def save_answers(config: Config, backend: Backend, ds: DatasetVersion, model: st
     as the next version of dataset `name` under `<output_dir>/datasets/<name>/`."""
     if not name or Path(name).name != name or name.startswith("."):
         raise Refused(f"--save-dataset {name!r}: give a plain dataset name such as guide-answers")
+    if name == config.dataset.name:
+        raise Refused(f"--save-dataset {name}: that is the name `build` writes (dataset.name); give another, such "
+                      f"as {name}-answers")
     questions: list[tuple[str, Question]] = []
     if every_question:
         questions += [("train", q) for q in train_questions(ds)]

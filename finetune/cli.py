@@ -424,6 +424,8 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
         say(f"asking {_listing(named)} the test questions of {ds.label} ("
             + (f"{swept[0]} " + ", ".join(f"{v:g}" for v in swept[1]) if swept else describe(settings))
             + f", {settings.concurrency} at a time)")
+    if k is not None and not 1 <= k <= 50:
+        raise Refused(f"--k {k}: give 1 to 50 sections")
     if save_dataset:
         return _save_answers(config, backend, ds, named, settings, question_set or "all", save_dataset,
                              every_question, say)
@@ -536,6 +538,8 @@ def cmd_ask(config: Config, *, question: str, model: str | None, rag: bool, k: i
     from finetune import retrieval
 
     settings = config.finetune.evaluation
+    if k is not None and not 1 <= k <= 50:
+        raise Refused(f"--k {k}: give 1 to 50 sections")
     name = model or (config.finetune.base_model if config.finetune.provider == "local" else None) or config.model
     with FinetuneState(config.output_dir) as state:
         record = state.job_for_model(final_model_of(name))

@@ -225,21 +225,25 @@ def _pct(x: float | None) -> str:
 
 
 def verdict(summary: dict[str, Any]) -> str:
-    """One paragraph from the numbers: per set the best column against the runner-up and the base model."""
-    what = "judged correct" if summary["headline"] == "judge" else "scores (chrF)"
+    """One paragraph from the numbers: per set every column's headline, best first, whether the top two differ
+    beyond their 95 % intervals, and the retrieval recall@k."""
+    what = "judged correct" if summary["headline"] == "judge" else "by chrF"
     parts = []
     for set_name, entry in summary["sets"].items():
-        means = {c: v["headline"]["mean"] for c, v in entry["columns"].items() if v["headline"]["mean"] is not None}
-        if not means:
+        stats = {c: v["headline"] for c, v in entry["columns"].items() if v["headline"]["mean"] is not None}
+        if not stats:
             continue
-        ranked = sorted(means, key=lambda c: -means[c])
-        best = ranked[0]
-        text = f"on the {set_name} set ({entry['questions']} questions), {best} {what} {_pct(means[best])}"
+        ranked = sorted(stats, key=lambda c: -stats[c]["mean"])
+        scores = ", ".join(f"{c} {_pct(stats[c]['mean'])}" for c in ranked)
+        text = f"on the {set_name} set ({entry['questions']} questions) {scores} {what}"
         if len(ranked) > 1:
-            second = ranked[1]
-            low, high = entry["columns"][best]["headline"]["low"], entry["columns"][second]["headline"]["high"]
-            apart = "" if low > high else " (their 95 % intervals overlap: not a clear difference)"
-            text += f" against {_pct(means[second])} for {second}{apart}"
+            first, second = stats[ranked[0]], stats[ranked[1]]
+            if first["mean"] == second["mean"]:
+                text += f" ({ranked[0]} and {ranked[1]} tie)"
+            elif first["low"] > second["high"]:
+                text += f" ({ranked[0]} ahead beyond the 95 % intervals)"
+            else:
+                text += f" ({ranked[0]} and {ranked[1]}: 95 % intervals overlap, not a clear difference)"
         if "recall_at_k" in entry:
             r = entry["recall_at_k"]
             text += f"; retrieval found the source section in the top {r['k']} for {_pct(r['value'])}"

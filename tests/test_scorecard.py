@@ -141,9 +141,16 @@ def test_a_template_only_version_says_it_has_no_recall_set(project, capsys):  # 
     assert "headline: chrF" in out
 
 
-def test_rag_without_an_index_says_how_to_build_it(project, capsys):  # noqa: F811
+def test_rag_without_an_index_and_bad_flags_are_one_line(project, capsys):  # noqa: F811
     assert project.run("evaluate", "--model", "gpt-4o-mini", "--rag") == 1
     assert "has no bigram retrieval index: run python pipeline.py index --dataset v0001" in capsys.readouterr().err
+    assert project.run("evaluate", "--model", "gpt-4o-mini", "--rag", "--k", "0") == 1
+    assert "--k 0: give 1 to 50 sections" in capsys.readouterr().err
+    assert project.run("evaluate", "--model", "gpt-4o-mini", "--save-dataset", "guide") == 1
+    assert "--save-dataset guide: that is the name `build` writes" in capsys.readouterr().err
+    assert project.run("evaluate", "--model", "gpt-4o-mini", "--questions", "all") == 1
+    assert "add --save-dataset NAME" in capsys.readouterr().err
+    assert project.fake.find_requests("POST", "/v1/chat/completions") == []
 
 
 def test_ask_answers_with_the_sources_it_used(project, capsys):  # noqa: F811
@@ -206,3 +213,21 @@ def test_a_judge_on_its_own_endpoint_reads_its_key_from_the_named_variable(proje
                              f"{judge_server.base_url}, api_key_env: JUDGE_KEY}}\n")
         assert project.run("evaluate", "--model", "gpt-4o-mini", "--set", "heldout") == 1
         assert "no API key for the judge: set JUDGE_KEY in the environment" in capsys.readouterr().err
+
+
+def test_the_verdict_is_written_from_the_numbers():
+    from finetune.scorecard import summarise
+
+    def row(i, scores):
+        return {"set": "recall", "category": "c", "source_id": f"u{i}#", "retrieved": [f"u{i}#"],
+                "answers": {c: {"chrf": s, "token_f1": s, "seconds": 0.1, "prompt_tokens": 10,
+                                "completion_tokens": 5, "cost_usd": None} for c, s in scores.items()}}
+
+    rows = [row(i, {"base+RAG": 0.5, "tuned+RAG": 0.9}) for i in range(30)]
+    summary = summarise(rows, ["base+RAG", "tuned+RAG"], ["recall"], "chrf", 5)
+    assert summary["verdict"] == ("On this site, on the recall set (30 questions) tuned+RAG 90 %, base+RAG 50 % by "
+                                  "chrF (tuned+RAG ahead beyond the 95 % intervals); retrieval found the source "
+                                  "section in the top 5 for 100 %.")
+    mixed = [row(i, {"base+RAG": float(i % 2), "tuned+RAG": float(i % 3 > 0)}) for i in range(12)]
+    assert "intervals overlap, not a clear difference" in summarise(mixed, ["base+RAG", "tuned+RAG"], ["recall"],
+                                                                     "chrf", 5)["verdict"]
