@@ -189,6 +189,13 @@ def test_run_generates_grounded_pairs_drops_the_planted_ones_and_pays_once(site,
         test_urls = {m["url"] for m in meta if m["split"] == "test"}
         recall_meta = [m for m in lines(version / "metadata.jsonl") if m["split"] == "recall"]
         assert not any(m["url"] in test_urls for m in recall_meta)
+        from finetune.question_sets import available, load_set  # what `evaluate --set recall` asks
+        from transforms.version import DatasetVersion, read_manifest
+
+        asked = load_set(DatasetVersion(dir=version, manifest=read_manifest(version)), "recall")
+        assert "recall" in available(DatasetVersion(dir=version, manifest=read_manifest(version)))
+        assert len(asked) == sum(m["generated"]["style"] != "not_covered" for m in recall_meta)
+        assert all(q.meta["url"] in texts and q.meta["source_id"].startswith(q.meta["url"]) for q in asked)
 
         import html
 
