@@ -264,7 +264,7 @@ def test_a_reply_unparsable_twice_is_counted_and_shown_as_a_drop(site, capsys):
     write, out = site
     with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["garbage", "garbage"], "HTTP › 요청 규칙": ["garbage"]}) as fake:
         config = write(fake)
-        assert main(["run", "--config", config]) == 0
+        assert main(["generate", "--config", config]) == 0 and main(["build", "--config", config]) == 0
         assert len([r for r in fake.requests if "TCP › 연결 방식" in r.heading]) == 2
     assert "1 generation_unparsable" in capsys.readouterr().out
     drops = lines(out / "datasets" / "guide" / "v0001" / "dropped.jsonl")
@@ -315,7 +315,7 @@ def test_a_judge_scores_each_pair_and_the_low_ones_are_dropped(site, capsys):
     write, out = site
     with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["vague"]}) as fake:
         config = write(fake, judge={"model": "gpt-4o-mini", "min_score": 3})
-        assert main(["run", "--config", config]) == 0
+        assert main(["generate", "--config", config]) == 0 and main(["build", "--config", config]) == 0
         judged = [r for r in fake.requests if r.judge]
         generated = [r for r in fake.requests if not r.judge]
         assert fake.schema_violations == [] and len(judged) == len(generated)
@@ -327,8 +327,20 @@ def test_a_judge_scores_each_pair_and_the_low_ones_are_dropped(site, capsys):
         assert {m["generated"]["judge_score"] for m in meta} == {4}
         assert VAGUE not in {line["messages"][1]["content"] for line in lines(version / "train.jsonl")}
         sent = len(fake.requests)
-        assert main(["run", "--config", config]) == 0
+        assert main(["generate", "--config", config]) == 0
         assert len(fake.requests) == sent  # scores are cached too
         # another judge scores the cached pairs again, without generating them again
         assert main(["generate", "--config", write(fake, judge={"model": "gpt-4.1-mini", "min_score": 3})]) == 0
         assert len(fake.requests) == sent + len(judged) and all(r.judge for r in fake.requests[sent:])
+
+
+def test_how_pairs_are_fetched_does_not_change_the_dataset_hash_but_what_is_asked_does(tmp_path):
+    from configs import load_config
+    from transforms.build import config_hash
+
+    path = tmp_path / "c.yaml"
+    hashes = []
+    for extra in ({}, {"concurrency": 2, "timeout_s": 5, "max_cost_usd": 1.0}, {"paraphrases": 3}):
+        path.write_text(config_text(tmp_path / "out", "http://127.0.0.1:9/v1", **extra), encoding="utf-8")
+        hashes.append(config_hash(load_config(path)))
+    assert hashes[0] == hashes[1] != hashes[2]
