@@ -21,7 +21,7 @@ KEY = "sk-test-chat"
 PAIRS = '{"pairs": [{"question": "Q?", "paraphrases": ["q"], "answer": "A.", "evidence": ["A."], "style": "factual"}]}'
 
 
-def config_text(output: Path, url: str, **generate: object) -> str:
+def config_text(output: Path, url: str, provider: str = "openai", **generate: object) -> str:
     extra = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in generate.items() if k != "base_url")
     return f"""
 output_dir: {output}
@@ -35,7 +35,7 @@ dataset:
   test_fraction: 0.2
   max_tokens_per_example: 4096
   generate:
-    provider: openai
+    provider: {provider}
     model: gpt-4o-mini
     base_url: {url}
     timeout_s: 1
@@ -344,3 +344,51 @@ def test_how_pairs_are_fetched_does_not_change_the_dataset_hash_but_what_is_aske
         path.write_text(config_text(tmp_path / "out", "http://127.0.0.1:9/v1", **extra), encoding="utf-8")
         hashes.append(config_hash(load_config(path)))
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def tiny_chat_model(folder: Path) -> Path:
+    """A random 2-layer Llama with a byte-level BPE tokenizer and a chat template: mechanics, not answers."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["설정 채널 타임아웃 question answer {\"pairs\": []}"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<|end|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<|end|>{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>", pad_token="<pad>",
+                                        chat_template=template)
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_the_local_provider_answers_in_batches_and_caches_like_a_server(crawled, tmp_path, monkeypatch):
+    from configs import load_config
+    from transforms.generate import generate, make_client
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(crawled, out / "state.sqlite")
+    model = tiny_chat_model(tmp_path / "tiny")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(out, "unused", provider="local", concurrency=2, max_tokens=64).replace(
+        "model: gpt-4o-mini", f"model: {model}"), encoding="utf-8")
+    config = load_config(path)
+    client = make_client(config.dataset.generate)
+    report = generate(config, client=client, limit=2)
+    assert report.progress.done == 2 and report.progress.cost_usd == 0
+    assert client.batches == [2, 2]  # both sections at once, then both again
+    assert report.unparsable == 2 and report.progress.requests == 4  # random weights: no JSON, asked twice
+    again = generate(config, client=client, limit=1)  # the next one: the first two are stored
+    assert again.cached == 2 and again.progress.done == 1
+    assert sqlite3.connect(out / "state.sqlite").execute("SELECT COUNT(*) FROM generated").fetchone()[0] == 3
