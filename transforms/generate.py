@@ -15,13 +15,11 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import string
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from base.errors import Crawl2TuneError
 from base.state import connect, migrate, now, state_path
