@@ -392,3 +392,41 @@ def test_the_local_provider_answers_in_batches_and_caches_like_a_server(crawled,
     again = generate(config, client=client, limit=1)  # the next one: the first two are stored
     assert again.cached == 2 and again.progress.done == 1
     assert sqlite3.connect(out / "state.sqlite").execute("SELECT COUNT(*) FROM generated").fetchone()[0] == 3
+
+
+def test_questions_per_section_auto_scales_with_length_between_floor_and_cap():
+    from configs import GenerateConfig
+    from transforms.generate import SectionText
+
+    generator = Generator(GenerateConfig(provider="openai", tokens_per_question=50, min_questions=2, max_questions=6))
+    short, mid, long = ("짧은 문장입니다.", "타임아웃 설정 " * 40, "타임아웃 설정 " * 2000)
+    counts = [generator.questions(SectionText("http://x/", "t", None, text, "ko")) for text in (short, mid, long)]
+    assert counts == [2, 4, 6]  # 201 tokens / 50 per question
+    assert Generator(GenerateConfig(provider="openai", questions_per_section=4)).questions(
+        SectionText("http://x/", "t", None, long, "ko")) == 4
+
+
+def test_a_refused_request_stops_the_run_keeping_what_arrived_and_the_next_run_pays_the_rest(site, capsys):
+    write, out = site
+    with FakeChat(api_key=KEY, latency=0.02, faults={"TCP › 연결 방식": ["500"]}) as fake:
+        config = write(fake, max_retries=0, concurrency=2)
+        assert main(["generate", "--config", config]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "HTTP 500" in err[0] and "stored; run again to continue" in err[0]
+        first = {r.section for r in fake.requests if "TCP › 연결 방식" not in r.heading}
+        db = sqlite3.connect(out / "state.sqlite")
+        assert db.execute("SELECT COUNT(*) FROM generated").fetchone()[0] == len(first) > 0
+        sent = len(fake.requests)
+        assert main(["generate", "--config", config]) == 0
+        again = [r.section for r in fake.requests[sent:]]
+        assert not set(again) & first and len(again) == len(set(again))
+
+
+def test_a_wrong_key_is_one_line_that_names_the_variable_not_the_key(site, capsys, monkeypatch):
+    write, out = site
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
+    with FakeChat(api_key=KEY) as fake:
+        assert main(["generate", "--config", write(fake)]) == 1
+    err = capsys.readouterr().err
+    assert "$OPENAI_API_KEY" in err and "sk-wrong-secret-123" not in err and len(err.strip().splitlines()) == 1
+    assert b"sk-wrong-secret-123" not in (out / "state.sqlite").read_bytes()
