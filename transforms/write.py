@@ -93,12 +93,12 @@ class DatasetWriter:
         return line
 
     def recall(self, example: Example) -> None:
-        """Write a held-out paraphrase to eval_recall.jsonl (opened with the first one) and the sidecar."""
+        """Write a held-out paraphrase to eval_recall.jsonl (opened with the first one), in the train lines' form;
+        metadata.jsonl stays the sidecar of train and test only (the review app and evaluate read it so)."""
         if RECALL_FILE not in self.files:
             self.files[RECALL_FILE] = open(self.tmp / RECALL_FILE, "wb", buffering=1 << 20)
         self.recalled += 1
         self.files[RECALL_FILE].write(jsonl(example.record(self.fmt)))
-        self.files["metadata.jsonl"].write(jsonl({**example.metadata(), "line": self.recalled}))
 
     def dropped(self, drop: Dropped) -> None:
         record = drop.record
