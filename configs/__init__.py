@@ -331,11 +331,13 @@ class GenerateConfig(Section):
     The API key is read only from the environment variable `api_key_env` (for Azure AZURE_OPENAI_API_KEY first);
     `base_url` else OPENAI_BASE_URL, else the provider's."""
 
-    provider: Literal["none", "openai", "azure"] = Field(
+    provider: Literal["none", "openai", "azure", "local"] = Field(
         "none", description="none: the user_templates (offline); openai: any OpenAI-compatible server (OpenAI, "
-        "vLLM, Ollama, llama.cpp's server); azure: Azure OpenAI"
+        "vLLM, Ollama, llama.cpp's server); azure: Azure OpenAI; local: an open-weights chat model run here "
+        "(transformers, the local extra), concurrency requests per batch"
     )
-    model: str = Field("gpt-4o-mini", min_length=1, description="the generator model (azure: the deployment)")
+    model: str = Field("gpt-4o-mini", min_length=1, description="the generator model (azure: the deployment; "
+                       "local: a model folder or a Hugging Face hub id)")
     base_url: str | None = Field(None, description="API base URL; default: $OPENAI_BASE_URL, else the provider's")
     api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="environment variable holding the API key (never the key itself)")

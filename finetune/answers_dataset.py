@@ -26,7 +26,7 @@ from finetune.scorecard import _ask, _run_pool
 from transforms.example import Example
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import validate_file
-from transforms.version import SPLITS, DatasetVersion, read_manifest
+from transforms.version import DatasetVersion, read_manifest
 from transforms.write import DatasetWriter
 
 
@@ -62,7 +62,7 @@ def _splits(ds: DatasetVersion) -> dict[str, str]:
     if not sidecar.is_file():
         return {}
     rows = (json.loads(raw) for raw in sidecar.read_text(encoding="utf-8").splitlines() if raw.strip())
-    return {row["url"]: row["split"] for row in rows if row.get("url") and row.get("split") in SPLITS}
+    return {row["url"]: row["split"] for row in rows if row.get("url") and row.get("split")}
 
 
 def save_answers(config: Config, backend: Backend, ds: DatasetVersion, model: str, sets: list[str], name: str,

@@ -2,10 +2,10 @@
 
 - heldout: the test split, documents the model never trained on (what `evaluate` always asked).
 - recall: eval_recall.jsonl, held-out paraphrases of trained documents written by the generation stage: does
-  the tuned model recall what it was trained on? A chat record per line, as in test.jsonl; its url, section
-  and style are metadata.jsonl's row of split `recall` and that line. Template-only versions have none.
+  the tuned model recall what it was trained on? A chat record per line, as in test.jsonl, with a `metadata`
+  object naming its `url` and `section`. Template-only versions have none.
 - refusal: questions the documentation does not cover, where the right answer declines: the recall file's
-  records whose generated `style` is `not_covered`, else a fixed built-in set of out-of-domain questions (the
+  records whose metadata `style` is `not_covered`, else a fixed built-in set of out-of-domain questions (the
   same for every version, so versions compare), each asked with the version's own system prompt.
 """
 
@@ -31,27 +31,10 @@ OUT_OF_DOMAIN = (
 )
 
 
-def _recall_metadata(ds: DatasetVersion) -> dict[int, dict[str, Any]]:
-    """metadata.jsonl's rows of the recall file (split `recall`) by line: url, section, category and the
-    generated pair's style."""
-    path = ds.dir / "metadata.jsonl"
-    rows: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        with path.open(encoding="utf-8") as lines:
-            for raw in lines:
-                row = json.loads(raw)
-                if row.get("split") == "recall":
-                    rows[row["line"]] = {"url": row.get("url"), "section": row.get("section"),
-                                         "category": row.get("category"),
-                                         "style": (row.get("generated") or {}).get("style")}
-    return rows
-
-
 def _records(ds: DatasetVersion) -> list[tuple[int, list[dict[str, Any]], str, dict[str, Any]]]:
     path = ds.dir / RECALL_FILE
     if not path.is_file():
         return []
-    metadata = _recall_metadata(ds)
     found = []
     for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
@@ -63,7 +46,7 @@ def _records(ds: DatasetVersion) -> list[tuple[int, list[dict[str, Any]], str, d
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if not last:
             continue
-        meta = metadata.get(line, {})
+        meta = dict(record.get("metadata") or {})
         found.append((line, messages[:last], _text(messages[last].get("content")), meta))
     return found
 

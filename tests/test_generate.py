@@ -21,7 +21,7 @@ KEY = "sk-test-chat"
 PAIRS = '{"pairs": [{"question": "Q?", "paraphrases": ["q"], "answer": "A.", "evidence": ["A."], "style": "factual"}]}'
 
 
-def config_text(output: Path, url: str, **generate: object) -> str:
+def config_text(output: Path, url: str, provider: str = "openai", **generate: object) -> str:
     extra = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in generate.items() if k != "base_url")
     return f"""
 output_dir: {output}
@@ -35,7 +35,7 @@ dataset:
   test_fraction: 0.2
   max_tokens_per_example: 4096
   generate:
-    provider: openai
+    provider: {provider}
     model: gpt-4o-mini
     base_url: {url}
     timeout_s: 1
@@ -171,7 +171,7 @@ def test_run_generates_grounded_pairs_drops_the_planted_ones_and_pays_once(site,
 
         # several grounded examples per section: every answer is a verbatim stretch of its document
         texts = {d["url"]: d["text"] for d in lines(version / "documents.jsonl")}
-        meta = [m for m in lines(version / "metadata.jsonl") if m["split"] != "recall"]
+        meta = lines(version / "metadata.jsonl")
         assert all(m["generated"]["evidence"][0] in texts[m["url"]] for m in meta)
         per_section: dict = {}
         for m in meta:
@@ -186,15 +186,18 @@ def test_run_generates_grounded_pairs_drops_the_planted_ones_and_pays_once(site,
         assert manifest["files"]["eval_recall.jsonl"]
         trained = {json.dumps(line["messages"], ensure_ascii=False) for line in train}
         assert not any(json.dumps(line["messages"], ensure_ascii=False) in trained for line in recall)
+        train_answers = {line["messages"][-1]["content"] for line in train}
+        assert all(line["messages"][-1]["content"] in train_answers for line in recall)  # other wordings train
+        assert {m["split"] for m in lines(version / "metadata.jsonl")} == {"train", "test"}
         test_urls = {m["url"] for m in meta if m["split"] == "test"}
-        recall_meta = [m for m in lines(version / "metadata.jsonl") if m["split"] == "recall"]
-        assert not any(m["url"] in test_urls for m in recall_meta)
+        assert not any(line["metadata"]["url"] in test_urls for line in recall)
         from finetune.question_sets import available, load_set  # what `evaluate --set recall` asks
         from transforms.version import DatasetVersion, read_manifest
 
-        asked = load_set(DatasetVersion(dir=version, manifest=read_manifest(version)), "recall")
-        assert "recall" in available(DatasetVersion(dir=version, manifest=read_manifest(version)))
-        assert len(asked) == sum(m["generated"]["style"] != "not_covered" for m in recall_meta)
+        held = DatasetVersion(dir=version, manifest=read_manifest(version))
+        asked = load_set(held, "recall")
+        assert "recall" in available(held)
+        assert len(asked) == sum(line["metadata"]["style"] != "not_covered" for line in recall)
         assert all(q.meta["url"] in texts and q.meta["source_id"].startswith(q.meta["url"]) for q in asked)
 
         import html
@@ -271,7 +274,7 @@ def test_a_reply_unparsable_twice_is_counted_and_shown_as_a_drop(site, capsys):
     write, out = site
     with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["garbage", "garbage"], "HTTP › 요청 규칙": ["garbage"]}) as fake:
         config = write(fake)
-        assert main(["run", "--config", config]) == 0
+        assert main(["generate", "--config", config]) == 0 and main(["build", "--config", config]) == 0
         assert len([r for r in fake.requests if "TCP › 연결 방식" in r.heading]) == 2
     assert "1 generation_unparsable" in capsys.readouterr().out
     drops = lines(out / "datasets" / "guide" / "v0001" / "dropped.jsonl")
@@ -322,7 +325,7 @@ def test_a_judge_scores_each_pair_and_the_low_ones_are_dropped(site, capsys):
     write, out = site
     with FakeChat(api_key=KEY, faults={"TCP › 연결 방식": ["vague"]}) as fake:
         config = write(fake, judge={"model": "gpt-4o-mini", "min_score": 3})
-        assert main(["run", "--config", config]) == 0
+        assert main(["generate", "--config", config]) == 0 and main(["build", "--config", config]) == 0
         judged = [r for r in fake.requests if r.judge]
         generated = [r for r in fake.requests if not r.judge]
         assert fake.schema_violations == [] and len(judged) == len(generated)
@@ -334,8 +337,106 @@ def test_a_judge_scores_each_pair_and_the_low_ones_are_dropped(site, capsys):
         assert {m["generated"]["judge_score"] for m in meta} == {4}
         assert VAGUE not in {line["messages"][1]["content"] for line in lines(version / "train.jsonl")}
         sent = len(fake.requests)
-        assert main(["run", "--config", config]) == 0
+        assert main(["generate", "--config", config]) == 0
         assert len(fake.requests) == sent  # scores are cached too
         # another judge scores the cached pairs again, without generating them again
         assert main(["generate", "--config", write(fake, judge={"model": "gpt-4.1-mini", "min_score": 3})]) == 0
         assert len(fake.requests) == sent + len(judged) and all(r.judge for r in fake.requests[sent:])
+
+
+def test_how_pairs_are_fetched_does_not_change_the_dataset_hash_but_what_is_asked_does(tmp_path):
+    from configs import load_config
+    from transforms.build import config_hash
+
+    path = tmp_path / "c.yaml"
+    hashes = []
+    for extra in ({}, {"concurrency": 2, "timeout_s": 5, "max_cost_usd": 1.0}, {"paraphrases": 3}):
+        path.write_text(config_text(tmp_path / "out", "http://127.0.0.1:9/v1", **extra), encoding="utf-8")
+        hashes.append(config_hash(load_config(path)))
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
+def tiny_chat_model(folder: Path) -> Path:
+    """A random 2-layer Llama with a byte-level BPE tokenizer and a chat template: mechanics, not answers."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["설정 채널 타임아웃 question answer {\"pairs\": []}"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<|end|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<|end|>{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>", pad_token="<pad>",
+                                        chat_template=template)
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_the_local_provider_answers_in_batches_and_caches_like_a_server(crawled, tmp_path, monkeypatch):
+    from configs import load_config
+    from transforms.generate import generate, make_client
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(crawled, out / "state.sqlite")
+    model = tiny_chat_model(tmp_path / "tiny")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(out, "unused", provider="local", concurrency=2, max_tokens=64).replace(
+        "model: gpt-4o-mini", f"model: {model}"), encoding="utf-8")
+    config = load_config(path)
+    client = make_client(config.dataset.generate)
+    report = generate(config, client=client, limit=2)
+    assert report.progress.done == 2 and report.progress.cost_usd == 0
+    assert client.batches == [2, 2]  # both sections at once, then both again
+    assert report.unparsable == 2 and report.progress.requests == 4  # random weights: no JSON, asked twice
+    again = generate(config, client=client, limit=1)  # the next one: the first two are stored
+    assert again.cached == 2 and again.progress.done == 1
+    assert sqlite3.connect(out / "state.sqlite").execute("SELECT COUNT(*) FROM generated").fetchone()[0] == 3
+
+
+def test_questions_per_section_auto_scales_with_length_between_floor_and_cap():
+    from configs import GenerateConfig
+    from transforms.generate import SectionText
+
+    generator = Generator(GenerateConfig(provider="openai", tokens_per_question=50, min_questions=2, max_questions=6))
+    short, mid, long = ("짧은 문장입니다.", "타임아웃 설정 " * 40, "타임아웃 설정 " * 2000)
+    counts = [generator.questions(SectionText("http://x/", "t", None, text, "ko")) for text in (short, mid, long)]
+    assert counts == [2, 4, 6]  # 201 tokens / 50 per question
+    assert Generator(GenerateConfig(provider="openai", questions_per_section=4)).questions(
+        SectionText("http://x/", "t", None, long, "ko")) == 4
+
+
+def test_a_refused_request_stops_the_run_keeping_what_arrived_and_the_next_run_pays_the_rest(site, capsys):
+    write, out = site
+    with FakeChat(api_key=KEY, latency=0.02, faults={"TCP › 연결 방식": ["500"]}) as fake:
+        config = write(fake, max_retries=0, concurrency=2)
+        assert main(["generate", "--config", config]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "HTTP 500" in err[0] and "stored; run again to continue" in err[0]
+        first = {r.section for r in fake.requests if "TCP › 연결 방식" not in r.heading}
+        db = sqlite3.connect(out / "state.sqlite")
+        assert db.execute("SELECT COUNT(*) FROM generated").fetchone()[0] == len(first) > 0
+        sent = len(fake.requests)
+        assert main(["generate", "--config", config]) == 0
+        again = [r.section for r in fake.requests[sent:]]
+        assert not set(again) & first and len(again) == len(set(again))
+
+
+def test_a_wrong_key_is_one_line_that_names_the_variable_not_the_key(site, capsys, monkeypatch):
+    write, out = site
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
+    with FakeChat(api_key=KEY) as fake:
+        assert main(["generate", "--config", write(fake)]) == 1
+    err = capsys.readouterr().err
+    assert "$OPENAI_API_KEY" in err and "sk-wrong-secret-123" not in err and len(err.strip().splitlines()) == 1
+    assert b"sk-wrong-secret-123" not in (out / "state.sqlite").read_bytes()

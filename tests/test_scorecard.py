@@ -16,19 +16,19 @@ from test_finetune import fake, project, the_job  # noqa: F401  (shared fixtures
 
 
 def write_recall_set(version) -> list[dict]:
-    """One paraphrase per trained document (the generation stage's eval_recall.jsonl, written by hand here)."""
+    """One paraphrase per trained document, as the generation stage writes eval_recall.jsonl (each line with its
+    `metadata`), written by hand here."""
     meta = [json.loads(l) for l in (version / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     train = (version / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    records, sidecar = [], []
+    records = []
     for row in (m for m in meta if m["split"] == "train"):
         messages = json.loads(train[row["line"] - 1])["messages"]
         asked = messages[1]["content"].replace("알려줘", "설명해줘")
-        records.append({"messages": [messages[0], {"role": "user", "content": asked}, messages[2]]})
-        sidecar.append({**row, "split": "recall", "line": len(records), "generated": {"style": "factual"}})
+        records.append({"messages": [messages[0], {"role": "user", "content": asked}, messages[2]],
+                        "metadata": {"url": row["url"], "section": row["section"], "style": "factual",
+                                     "category": row["category"]}})
     (version / "eval_recall.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    with (version / "metadata.jsonl").open("a", encoding="utf-8") as rows:  # as the build writes them
-        rows.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in sidecar)
     return records
 
 

@@ -61,7 +61,13 @@ def datasets_root(config: Config) -> Path:
 def config_hash(config: Config) -> str:
     """Hash of what decides the dataset's content (model and dataset settings), not of schedules, endpoints or
     the thresholds of warnings."""
-    excluded = {"quality"} if config.dataset.generate.provider != "none" else {"quality", "generate"}
+    excluded: dict[str, Any] = {"quality": True}
+    if config.dataset.generate.provider == "none":
+        excluded["generate"] = True
+    else:  # where and how fast the pairs are fetched does not change them
+        excluded["generate"] = {"base_url", "api_key_env", "api_version", "response_format", "concurrency",
+                                "timeout_s", "max_retries", "max_cost_usd", "price_per_1m_input_tokens",
+                                "price_per_1m_output_tokens"}
     decisive = config.model_dump(mode="json", include={"model", "price_per_1m_tokens", "dataset"},
                                  exclude={"dataset": excluded})
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode("utf-8")).hexdigest()

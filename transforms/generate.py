@@ -15,13 +15,11 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import string
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from base.errors import Crawl2TuneError
 from base.state import connect, migrate, now, state_path
@@ -367,7 +365,12 @@ class GenerationStore:
 
 
 def make_client(gen: GenerateConfig) -> Any:
-    """The openai SDK client for the generator (imported here: `--help` and `validate` never load it)."""
+    """The openai SDK client for the generator (imported here: `--help` and `validate` never load it), or for
+    `local` the local model behind the same call."""
+    if gen.provider == "local":
+        from transforms.local_chat import LocalChat
+
+        return LocalChat(gen.model, gen.concurrency)
     import openai
 
     key = (os.environ.get("AZURE_OPENAI_API_KEY") if gen.provider == "azure" else None) or os.environ.get(gen.api_key_env)
@@ -538,7 +541,7 @@ def generate(config: Config, *, estimate: bool = False, max_cost: float | None =
     """Generate and cache the pairs of every section not cached yet; with `estimate`, only count what it would send."""
     gen = config.dataset.generate
     if gen.provider == "none":
-        raise GenerateError("dataset.generate.provider is none (the templates); set it to openai or azure and "
+        raise GenerateError("dataset.generate.provider is none (the templates); set it to openai, azure or local and "
                             "dataset.generate.model to generate pairs")
     state = state_path(config.output_dir)
     if not state.exists():

@@ -93,12 +93,13 @@ class DatasetWriter:
         return line
 
     def recall(self, example: Example) -> None:
-        """Write a held-out paraphrase to eval_recall.jsonl (opened with the first one) and the sidecar."""
+        """Write a held-out paraphrase to eval_recall.jsonl (opened with the first one): the train lines' form with
+        its `metadata` (what `evaluate --set recall` needs: the source section, the style) in the same line, since
+        the file is asked, never trained on; metadata.jsonl stays the sidecar of train and test only."""
         if RECALL_FILE not in self.files:
             self.files[RECALL_FILE] = open(self.tmp / RECALL_FILE, "wb", buffering=1 << 20)
         self.recalled += 1
-        self.files[RECALL_FILE].write(jsonl(example.record(self.fmt)))
-        self.files["metadata.jsonl"].write(jsonl({**example.metadata(), "line": self.recalled}))
+        self.files[RECALL_FILE].write(jsonl({**example.record(self.fmt), "metadata": example.metadata()}))
 
     def dropped(self, drop: Dropped) -> None:
         record = drop.record
