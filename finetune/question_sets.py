@@ -5,8 +5,9 @@
   the tuned model recall what it was trained on? A chat record per line, as in test.jsonl, with a `metadata`
   object naming its `url` and `section`. Template-only versions have none.
 - refusal: questions the documentation does not cover, where the right answer declines: the recall file's
-  records whose metadata `style` is `not_covered`, else a fixed built-in set of out-of-domain questions (the
-  same for every version, so versions compare), each asked with the version's own system prompt.
+  records whose generated style (`metadata.generated.style`) is `not_covered`, else a fixed built-in set of
+  out-of-domain questions (the same for every version, so versions compare), each asked with the version's
+  own system prompt.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _records(ds: DatasetVersion) -> list[tuple[int, list[dict[str, Any]], str, d
         if not last:
             continue
         meta = dict(record.get("metadata") or {})
+        meta["style"] = (meta.get("generated") or {}).get("style")  # the generated pair's style
         found.append((line, messages[:last], _text(messages[last].get("content")), meta))
     return found
 

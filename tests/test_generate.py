@@ -197,7 +197,7 @@ def test_run_generates_grounded_pairs_drops_the_planted_ones_and_pays_once(site,
         held = DatasetVersion(dir=version, manifest=read_manifest(version))
         asked = load_set(held, "recall")
         assert "recall" in available(held)
-        assert len(asked) == sum(line["metadata"]["style"] != "not_covered" for line in recall)
+        assert len(asked) == sum(line["metadata"]["generated"]["style"] != "not_covered" for line in recall)
         assert all(q.meta["url"] in texts and q.meta["source_id"].startswith(q.meta["url"]) for q in asked)
 
         import html

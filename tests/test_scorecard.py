@@ -25,7 +25,7 @@ def write_recall_set(version) -> list[dict]:
         messages = json.loads(train[row["line"] - 1])["messages"]
         asked = messages[1]["content"].replace("알려줘", "설명해줘")
         records.append({"messages": [messages[0], {"role": "user", "content": asked}, messages[2]],
-                        "metadata": {"url": row["url"], "section": row["section"], "style": "factual",
+                        "metadata": {"url": row["url"], "section": row["section"], "generated": {"style": "factual"},
                                      "category": row["category"]}})
     (version / "eval_recall.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
