@@ -411,8 +411,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"{path} is not a file; pass the JSONL file to check")
-    model = args.model or (load_config(args.config).model if Path(args.config).exists() else None)
-    spec, warnings = model_registry.check(model or model_registry.DEFAULT_MODEL)
+    config = load_config(args.config) if Path(args.config).exists() else None
+    model = args.model or (config.model if config else None)
+    spec, warnings = model_registry.check(model or model_registry.DEFAULT_MODEL,
+                                          named=config.finetune.model_specs if config else ())
     report = validate_file(path, spec, TokenCounter(spec.encoding), fmt=args.format)
     if args.json:
         say(json.dumps({"file": str(path), "model": spec.name, **report.as_dict(), "warnings": warnings},
