@@ -97,6 +97,10 @@ def test_finetune_wait_uploads_creates_a_lora_job_and_follows_it_to_its_output_m
     assert csv_path.read_text().splitlines()[0] == "step,event,message"
     assert run(project, "jobs", "list") == 0
     assert job.id in capsys.readouterr().out
+    output = job.api(together.user)["model_output_name"]
+    assert run(project, "models", "delete", output) == 0
+    assert f"deleted model {output}" in capsys.readouterr().out
+    assert together.jobs == {} and together.find("DELETE", f"/v1/fine-tunes/{job.id}")
 
 
 def test_cancel_reaches_together_and_pause_is_refused_in_one_line(project, together, capsys):
