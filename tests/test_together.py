@@ -131,3 +131,14 @@ def test_dpo_needs_preference_pairs_and_says_so_before_upload(project, together,
     assert run(project, "finetune") == 1
     assert "training_method dpo needs preference pairs" in capsys.readouterr().err
     assert together.requests == []
+
+
+def test_chat_asks_a_model_through_together_s_chat_completions(project, together):
+    from configs import SamplingConfig
+    from finetune.providers import create_backend
+
+    backend = create_backend(load_config(project).finetune)
+    replies = backend.chat(MODEL, [{"role": "user", "content": "q"}], sampling=SamplingConfig(n=2, max_tokens=5))
+    assert [r.text for r in replies] == [f"answer 0 from {MODEL}", f"answer 1 from {MODEL}"]
+    (request,) = together.find("POST", "/v1/chat/completions")
+    assert request.body["max_tokens"] == 5 and request.body["n"] == 2
