@@ -414,6 +414,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from finetune import cli
 
+    if args.verb == "merge":
+        return cli.cmd_models_merge(_config(args), name=args.name, out=Path(args.out), say=say)
     return cli.cmd_models_delete(_config(args), name=args.name, say=say)
 
 
@@ -508,8 +510,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"{path} is not a file; pass the JSONL file to check")
-    model = args.model or (load_config(args.config).model if Path(args.config).exists() else None)
-    spec, warnings = model_registry.check(model or model_registry.DEFAULT_MODEL)
+    config = load_config(args.config) if Path(args.config).exists() else None
+    model = args.model or (config.model if config else None)
+    spec, warnings = model_registry.check(model or model_registry.DEFAULT_MODEL,
+                                          named=config.finetune.model_specs if config else ())
     report = validate_file(path, spec, TokenCounter(spec.encoding), fmt=args.format)
     if args.json:
         say(json.dumps({"file": str(path), "model": spec.name, **report.as_dict(), "warnings": warnings},
@@ -626,16 +630,19 @@ def parser() -> argparse.ArgumentParser:
                    "each and (with --wait) score the models side by side on the full version's test split")
 
     def verbs(name: str, handler: Callable[[argparse.Namespace], int], help: str,
-              actions: dict[str, tuple[str | None, str]]) -> None:
+              actions: dict[str, tuple[str | None, str]]) -> dict[str, argparse.ArgumentParser]:
         group = sub.add_parser(name, help=help, description=help)
         group.set_defaults(handler=handler)
         inner = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+        parsers = {}
         for verb, (arg, text) in actions.items():
             v = inner.add_parser(verb, help=text, description=text)
             if arg:
                 v.add_argument(arg, help=f"{'job id' if arg == 'id' else 'model name'}")
             v.add_argument("--config", default=str(_relative(DEFAULT_CONFIG)),
                            help="YAML config (default: %(default)s)")
+            parsers[verb] = v
+        return parsers
 
     verbs("jobs", cmd_jobs, "list, watch and control fine-tuning jobs", {
         "list": (None, "every job started from this output_dir, with its current status"),
@@ -648,7 +655,11 @@ def parser() -> argparse.ArgumentParser:
         "checkpoints": ("id", "the job's checkpoints with their metrics"),
         "results": ("id", "save the result CSV and a loss/accuracy plot beside the dataset version"),
     })
-    verbs("models", cmd_models, "manage fine-tuned models", {"delete": ("name", "delete a fine-tuned model")})
+    models = verbs("models", cmd_models, "manage fine-tuned models", {
+        "delete": ("name", "delete a fine-tuned model"),
+        "merge": ("name", "write a local job's model (local:<job id>) with its LoRA adapter merged in, as a model "
+                          "folder other servers load")})
+    models["merge"].add_argument("--out", required=True, help="folder to write the merged model to")
     e = command("evaluate", cmd_evaluate, "ask models the test questions and score them side by side; write a report")
     e.add_argument("--model", action="append",  # --model or --job: cli.cmd_evaluate refuses both or neither
                    help="a tuned model (ft:…, a checkpoint ft:…:ckpt-step-N, local:<job id>[:checkpoint-N]), "

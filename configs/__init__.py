@@ -632,7 +632,16 @@ class FinetuneConfig(Section):
         "locally 2e-4 with LoRA, 2e-5 for full fine-tuning. openai and azure take learning_rate_multiplier instead"
     )
     max_seq_length: int = Field(
-        2048, ge=16, description="local: tokens per example at most; longer ones are cut (their end is not trained)"
+        2048, ge=16, description="local: tokens per example at most; longer ones are cut (their end is not trained); "
+        "fireworks: maxContextLength"
+    )
+    packing: bool = Field(False, description="local: pack several examples into each sequence (TRL's packing)")
+    padding_free: bool = Field(
+        False, description="local: batches without padding (TRL's padding_free; needs a GPU with FlashAttention)"
+    )
+    liger_kernel: bool = Field(
+        False, description="local: Liger's fused Triton kernels (TRL's use_liger_kernel; pip install liger-kernel, "
+        "a GPU)"
     )
     base_url: str | None = Field(
         None, description="API base URL (azure: the resource endpoint); default: the provider's"

@@ -317,6 +317,18 @@ def cmd_models_delete(config: Config, *, name: str, say: Say) -> int:
     return 0
 
 
+def cmd_models_merge(config: Config, *, name: str, out: Path, say: Say) -> int:
+    """A local job's adapter merged into its base model, written to `out`."""
+    if not name.startswith("local:"):
+        raise FinetuneError(f"{name}: only a local job's model (local:<job id>) can be merged here")
+    from finetune.local.backend import LocalBackend
+    from finetune.local.merge import merge
+
+    folder = merge(LocalBackend(config.finetune, config.output_dir), name, out)
+    say(f"merged {name} into {folder} (load it with transformers' from_pretrained, vLLM or llama.cpp's converter)")
+    return 0
+
+
 def base_of(model: str) -> str | None:
     """`ft:<base>:org:suffix:id` (or a checkpoint of it) → <base>."""
     return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else None

@@ -55,13 +55,11 @@ def _module(provider: str) -> Any:
 def check_settings(config: Any) -> None:
     """Refuse, in one line and before any upload, what the configured service cannot take."""
     ft = config.finetune
-    if ft.provider not in OPEN_WEIGHTS_SERVICES:
-        return
-    if config.model not in {m.name for m in ft.base_models}:
+    if ft.provider in OPEN_WEIGHTS_SERVICES and config.model not in {m.name for m in ft.base_models}:
         raise Refused(f"provider {ft.provider} trains open-weights models: name {config.model!r} with its context "
                       "limit in finetune.base_models (e.g. {name: meta-llama/Meta-Llama-3.1-8B-Instruct-Reference, "
                       "context_tokens: 8192}) and set `model` to it")
-    problems = _module(ft.provider).refusals(ft)
+    problems = _module(ft.provider).refusals(ft) if ft.provider in OPEN_WEIGHTS_SERVICES else []
     if ft.provider != "together":
         problems += [f"finetune.{name}: only provider together takes it" for name, default in
                      (("training_method", "sft"), ("train_on_inputs", "auto"), ("from_checkpoint", None))

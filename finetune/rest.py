@@ -40,7 +40,7 @@ class Rest:
     key: str = field(repr=False)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.key, "***") if len(self.key) >= 8 else text
+        return text.replace(self.key, "***") if len(self.key) >= 8 else text  # an empty key: none sent
 
     def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, Any] | None = None,
                 data: bytes | None = None, content_type: str | None = None, what: str = "",
@@ -52,7 +52,7 @@ class Rest:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         if body is not None:
             data, content_type = json.dumps(body).encode("utf-8"), "application/json"
-        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
+        headers = {"Accept": "application/json", **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
         if content_type:
             headers["Content-Type"] = content_type
         what = what or f"{method} {path}"

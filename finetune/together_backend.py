@@ -2,10 +2,10 @@
 
 Routes (https://docs.together.ai/reference): POST /files/upload (multipart: file, file_name, purpose,
 file_type), GET /files/{id}, POST /fine-tunes, GET /fine-tunes/{id}, GET /fine-tunes/{id}/events,
-POST /fine-tunes/{id}/cancel, POST /chat/completions. Together serves no per-step metrics file, pausing,
-checkpoint listing or model deletion through this API: `results` writes the steps its events name (epochs,
-checkpoints; losses go to W&B only), checkpoints are read from CHECKPOINT_SAVE events, and the rest is
-refused in one line.
+POST /fine-tunes/{id}/cancel, DELETE /fine-tunes/{id} (the job and its model), POST /chat/completions.
+Together serves no per-step metrics file, pausing or checkpoint listing through this API: `results` writes
+the steps its events name (epochs, checkpoints; losses go to W&B only), checkpoints are read from
+CHECKPOINT_SAVE events, and pausing is refused in one line.
 """
 
 from __future__ import annotations
@@ -217,8 +217,14 @@ class TogetherBackend(Backend):
         return out.getvalue().encode("utf-8")
 
     def delete_model(self, model: str) -> bool:
-        raise FinetuneError(f"Together offers no deletion of a fine-tuned model ({model}) through its API; delete "
-                            "it in Together's console")
+        """Together deletes a fine-tuned model with its job (DELETE /fine-tunes/{id}): the job that made it is
+        found in the job list by its output model name."""
+        jobs = (self.rest.request("GET", "/fine-tunes", what="listing the fine-tuning jobs") or {}).get("data") or []
+        job = next((j for j in jobs if j.get("model_output_name") == model), None)
+        if job is None:
+            raise ApiError(f"deleting model {model} failed: no Together fine-tuning job made it", status=404)
+        self.rest.request("DELETE", f"/fine-tunes/{job['id']}", what=f"deleting model {model} (job {job['id']})")
+        return True
 
     def chat(self, model: str, messages: list[dict[str, Any]], *, sampling: SamplingConfig) -> list[ChatReply]:
         return chat_completions(self.rest, "/chat/completions", model, messages, sampling)

@@ -60,6 +60,7 @@ class FakeTogether(FakeService):
             ("GET", re.compile(r"/v1/fine-tunes/([^/]+)"), self._retrieve),
             ("GET", re.compile(r"/v1/fine-tunes/([^/]+)/events"), self._events),
             ("POST", re.compile(r"/v1/fine-tunes/([^/]+)/cancel"), self._cancel),
+            ("DELETE", re.compile(r"/v1/fine-tunes/([^/]+)"), self._delete),
             ("POST", re.compile(r"/v1/chat/completions"), self._chat),
         ]
 
@@ -153,6 +154,11 @@ class FakeTogether(FakeService):
         job.status = "cancelled"
         self._event(job, "JOB_STOPPED", "Job cancelled")
         return job.api(self.user)
+
+    def _delete(self, job_id: str, *, body: Any, query: Any) -> dict[str, Any]:
+        self._job(job_id)
+        del self.jobs[job_id]  # its checkpoints and output model go with it
+        return {"message": "Fine-tune job deleted successfully"}
 
     def _chat(self, *, body: Any, query: Any) -> dict[str, Any]:
         self.check("ChatCompletions", body)

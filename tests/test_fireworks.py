@@ -128,3 +128,12 @@ def test_lora_alpha_is_refused_since_fireworks_takes_only_the_rank(project, fire
     project.write_text(config_text(fireworks).replace("lora: {r: 16}", "lora: {r: 16, alpha: 64}"), encoding="utf-8")
     assert run(project, "finetune") == 1
     assert "finetune.lora.alpha: Fireworks takes only the rank" in capsys.readouterr().err
+
+
+def test_chat_asks_a_model_through_fireworks_inference_route(project, fireworks):
+    from configs import SamplingConfig
+    from finetune.providers import create_backend
+
+    backend = create_backend(load_config(project).finetune)
+    (reply,) = backend.chat(MODEL, [{"role": "user", "content": "q"}], sampling=SamplingConfig())
+    assert reply.text == f"answer 0 from {MODEL}" and reply.completion_tokens == 4

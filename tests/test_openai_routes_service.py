@@ -112,3 +112,23 @@ def test_a_learning_rate_of_the_wrong_kind_is_refused_in_one_line(tmp_path, serv
     with pytest.raises(ConfigError, match=kind) as err:
         load_config(path)
     assert "\n" not in str(err.value)
+
+
+def test_together_only_settings_are_refused_for_an_openai_routes_service_before_upload(project, service, capsys):
+    from pathlib import Path
+
+    path = Path(project)
+    path.write_text(path.read_text(encoding="utf-8") + "  training_method: dpo\n", encoding="utf-8")
+    assert main(["finetune", "--config", project]) == 1
+    err = capsys.readouterr().err
+    assert "finetune.training_method: only provider together takes it" in err
+    assert service.requests == []
+
+
+def test_validate_checks_a_file_against_the_named_model_s_limit(project, tmp_path, capsys):
+    import json
+
+    version = tmp_path / "out" / "datasets" / "guide" / "v0001"
+    assert main(["validate", str(version / "train.jsonl"), "--json", "--config", project]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == MODEL and report["token_limit"] == 8192

@@ -97,6 +97,10 @@ def test_finetune_wait_uploads_creates_a_lora_job_and_follows_it_to_its_output_m
     assert csv_path.read_text().splitlines()[0] == "step,event,message"
     assert run(project, "jobs", "list") == 0
     assert job.id in capsys.readouterr().out
+    output = job.api(together.user)["model_output_name"]
+    assert run(project, "models", "delete", output) == 0
+    assert f"deleted model {output}" in capsys.readouterr().out
+    assert together.jobs == {} and together.find("DELETE", f"/v1/fine-tunes/{job.id}")
 
 
 def test_cancel_reaches_together_and_pause_is_refused_in_one_line(project, together, capsys):
@@ -127,3 +131,14 @@ def test_dpo_needs_preference_pairs_and_says_so_before_upload(project, together,
     assert run(project, "finetune") == 1
     assert "training_method dpo needs preference pairs" in capsys.readouterr().err
     assert together.requests == []
+
+
+def test_chat_asks_a_model_through_together_s_chat_completions(project, together):
+    from configs import SamplingConfig
+    from finetune.providers import create_backend
+
+    backend = create_backend(load_config(project).finetune)
+    replies = backend.chat(MODEL, [{"role": "user", "content": "q"}], sampling=SamplingConfig(n=2, max_tokens=5))
+    assert [r.text for r in replies] == [f"answer 0 from {MODEL}", f"answer 1 from {MODEL}"]
+    (request,) = together.find("POST", "/v1/chat/completions")
+    assert request.body["max_tokens"] == 5 and request.body["n"] == 2

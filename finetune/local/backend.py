@@ -13,6 +13,7 @@ Tuned models are named `local:<job id>` (a checkpoint: `local:<job id>:checkpoin
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import random
 import re
@@ -29,7 +30,10 @@ from finetune.backend import (TERMINAL, ApiError, Backend, ChatReply, Checkpoint
                               JobRequest, Refused, RemoteFile)
 from finetune.local.inference import LocalModels, ModelRef
 from finetune.local.jobs import JobDir, jobs_root, read_json, write_json
-from finetune.local.models import check_available, require_dependencies
+from finetune.local.chat_template import encode
+from finetune.local.models import check_available, load_tokenizer, require_dependencies
+from finetune.local.pins import pins
+from finetune.local.trainer import read_examples
 from transforms.write import sha256_file
 
 if TYPE_CHECKING:
@@ -53,12 +57,18 @@ def local_job_request(config: Any, ds: Any) -> dict[str, Any]:
         "batch_size": ft.batch_size if ft.batch_size != "auto" else 4,
         "learning_rate": ft.learning_rate if ft.learning_rate != "auto" else (2e-4 if lora.enabled else 2e-5),
         "max_seq_length": ft.max_seq_length,
+        **{name: True for name in ("packing", "padding_free", "liger_kernel") if getattr(ft, name)},
     }
     if lora.enabled:
         hp.update(lora_r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                   lora_target_modules=lora.target_modules)
+    model = str(base.resolve()) if base.is_dir() else ft.base_model
+    tokenizer = load_tokenizer(model)
+    for example in read_examples(ds.train):  # refuses a template that would train nothing, before the job starts
+        encode(tokenizer, example)
     return {
-        "model": str(base.resolve()) if base.is_dir() else ft.base_model,
+        "model": model,
+        "pins": pins(model, tokenizer),
         "hyperparameters": hp,
         "suffix": ft.suffix,
         "seed": ft.seed,
@@ -70,7 +80,25 @@ def local_job_request(config: Any, ds: Any) -> dict[str, Any]:
 def check_ready(config: Any) -> None:
     """Before anything is copied or started: the packages are installed and the base model is on disk."""
     require_dependencies()
+    if config.finetune.liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        raise Refused("finetune.liger_kernel needs the liger-kernel package: pip install liger-kernel (it runs on "
+                      "a GPU), or set liger_kernel: false")
     check_available(config.finetune.base_model)
+
+
+def trainer_command(job_dir: Path, gpus: int) -> list[str]:
+    """One process on one device; with several GPUs, one per GPU through `accelerate launch` (data parallel)."""
+    module = ["-m", "finetune.local.trainer", str(job_dir)]
+    if gpus > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
+                "--num_machines", "1", "--mixed_precision", "bf16", *module]
+    return [sys.executable, *module]
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +243,7 @@ class LocalBackend(Backend):
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
                    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         with open(d.log_file, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "finetune.local.trainer", str(d.path)],
+            proc = subprocess.Popen(trainer_command(d.path, gpu_count()),
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
         _SPAWNED[proc.pid] = proc

@@ -4,7 +4,8 @@ The mask follows OpenAI's rule for the `messages` format: every assistant messag
 `weight: 0`; system, user and tool messages never are. A trained message's span runs from where its generation
 prompt ends to the end of the message as the template renders it (its end-of-turn token included, so the model
 learns to stop). The spans are found by rendering the conversation up to each assistant message, which needs a
-template that renders earlier turns the same whatever follows; one that does not is refused with the reason.
+template that renders earlier turns the same whatever follows; one that does not is refused with the reason, and
+so is one that renders a trained assistant message as no tokens (the template named with its sha256).
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def encode(tokenizer: Any, example: dict[str, Any]) -> Encoded:
                 "single-turn examples (dataset.turns_per_example: 1) or a model whose template keeps earlier turns"
             )
         start = common_prefix(render(i, True), through)
+        if start >= len(through):
+            from finetune.local.pins import template_label
+
+            raise TemplateError(
+                f"{template_label(tokenizer)} renders assistant message {i + 1} of a {len(messages)}-message example "
+                "as no tokens after its generation prompt, so nothing of it would be trained (the empty mask TRL's "
+                "assistant-only loss gives a template without {% generation %} markers); use a template that "
+                "renders assistant turns"
+            )
         for k in range(start, len(through)):
             mask[k] = 1
     return Encoded(full, mask)

@@ -97,6 +97,8 @@ class Reporter:
                        f"{args.per_device_train_batch_size}, learning rate {args.learning_rate:g}")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
+        if not state.is_world_process_zero:  # with several GPUs, one process reports
+            return
         logs = logs or {}
         if "train_runtime" in logs:  # the closing summary, not a step
             return
@@ -155,6 +157,15 @@ def sft_config(job: dict[str, Any], device: Any, output_dir: Path, has_eval: boo
     cuda = device.type == "cuda"
     names = {f.name for f in dataclasses.fields(SFTConfig)}  # transformers 5 renamed it; the old name warns
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    options = {}
+    for ours, trl_name in (("packing", "packing"), ("padding_free", "padding_free"), ("liger_kernel", "use_liger_kernel")):
+        if hp.get(ours):
+            if trl_name not in names:
+                raise FinetuneError(f"finetune.{ours}: this TRL's SFTConfig has no {trl_name}; upgrade trl or set "
+                                    f"{ours}: false")
+            if ours != "packing" and not cuda:
+                raise FinetuneError(f"finetune.{ours} needs a GPU (none was found); set {ours}: false")
+            options[trl_name] = True
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=hp["n_epochs"],
@@ -175,6 +186,7 @@ def sft_config(job: dict[str, Any], device: Any, output_dir: Path, has_eval: boo
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **options,
     )
 
 
@@ -223,7 +235,7 @@ def train(job_dir: JobDir, stop: threading.Event, training: threading.Event) -> 
     if stop.is_set():
         return
     trainer.train()
-    if stop.is_set():
+    if stop.is_set() or not trainer.is_world_process_zero():  # data parallel: rank 0 holds the same weights
         return
     done = job_dir.adapter
     tmp = done.with_name(f".{done.name}.tmp")
@@ -240,9 +252,19 @@ def train(job_dir: JobDir, stop: threading.Event, training: threading.Event) -> 
     job_dir.event("The job has successfully completed")
 
 
+class QuietJobDir(JobDir):
+    """The job folder as the other processes of a several-GPU run see it: rank 0 alone writes status and events."""
+
+    def set_status(self, status: str, **fields: Any) -> dict[str, Any]:
+        return {}
+
+    def event(self, message: str, **_: Any) -> None:
+        pass
+
+
 def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices of the libraries, not the job's
-    job_dir = JobDir(Path(argv[0]).resolve())
+    job_dir = (JobDir if int(os.environ.get("RANK", "0")) == 0 else QuietJobDir)(Path(argv[0]).resolve())
     stop, training = threading.Event(), threading.Event()
 
     def on_sigterm(*_: Any) -> None:
