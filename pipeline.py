@@ -427,7 +427,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return cli.cmd_evaluate(_config(args), models=args.model or [], job=args.job, all_checkpoints=args.all_checkpoints,
                             base=args.base, dataset=args.dataset, flags=flags, sweep_spec=args.sweep, say=say,
                             question_set=args.set, rag=args.rag, k=args.k, save_dataset=args.save_dataset,
-                            every_question=args.questions == "all")
+                            every_question=args.questions == "all", base_url=args.base_url,
+                            api_key_env=args.api_key_env)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -687,6 +688,10 @@ def parser() -> argparse.ArgumentParser:
                    "of dataset NAME, split like the source version, for fine-tuning another model on them")
     e.add_argument("--questions", choices=["all"],
                    help="with --save-dataset: the train split's questions too (every question of the version)")
+    e.add_argument("--base-url", help="ask the models at this OpenAI-compatible endpoint instead of the "
+                   "fine-tuning backend (a deployed vLLM, Ollama, llama.cpp's server)")
+    e.add_argument("--api-key-env", metavar="VAR",
+                   help="with --base-url: the environment variable holding its key (default: none is sent)")
     ix = command("index", cmd_index, "build the BM25 retrieval index of a version's sections (only changed "
                  "sections are tokenized again)")
     ix.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")

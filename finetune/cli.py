@@ -395,9 +395,11 @@ def _listing(named: dict[str, str]) -> str:
 def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_checkpoints: bool, base: str | None,
                  dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say,
                  question_set: str | None = None, rag: bool = False, k: int | None = None,
-                 save_dataset: str | None = None, every_question: bool = False) -> int:
+                 save_dataset: str | None = None, every_question: bool = False, base_url: str | None = None,
+                 api_key_env: str | None = None) -> int:
     """One model against its base, several side by side (--model repeated, or a job's checkpoints), or any of
-    these once per value of one sampling setting (--sweep)."""
+    these once per value of one sampling setting (--sweep). With `base_url` every model is asked at that
+    OpenAI-compatible endpoint (finetune.served) instead of through the fine-tuning backend."""
     if models and job:
         raise Refused("evaluate takes --model or --job, not both: --model MODEL scores that model (repeat it for "
                       "several), --job ID the job's final model (with --all-checkpoints also its checkpoints)")
@@ -419,6 +421,12 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
             backend = create_backend(config.finetune, provider=record.provider if record else None,
                                      output_dir=config.output_dir)
             named = {m: m for m in models}
+    if api_key_env and not base_url:
+        raise Refused("--api-key-env names the key of a --base-url endpoint; add --base-url URL")
+    if base_url:
+        from finetune.served import served_model
+
+        backend = served_model(base_url, api_key_env=api_key_env)
     if len(named) == 1:
         (model,) = named.values()
         local_base = config.finetune.base_model if config.finetune.provider == "local" else None

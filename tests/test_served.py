@@ -11,6 +11,7 @@ from configs import SamplingConfig
 from fake_service import FakeService
 from finetune.backend import MissingCredentials
 from finetune.served import served_model, vllm_command
+from test_finetune import fake, project  # noqa: F401  (a built version and the fake API)
 
 
 class FakeEndpoint(FakeService):
@@ -55,3 +56,26 @@ def test_vllm_serves_a_local_adapter_under_its_local_name():
     assert vllm_command("Qwen/Qwen2.5-0.5B-Instruct", Path("/jobs/j/adapter"), "local:j", port=8011) == [
         "vllm", "serve", "Qwen/Qwen2.5-0.5B-Instruct", "--enable-lora", "--lora-modules", "local:j=/jobs/j/adapter",
         "--max-lora-rank", "16", "--host", "127.0.0.1", "--port", "8011"]
+
+
+def test_evaluate_base_url_asks_both_models_at_that_endpoint(project, capsys, monkeypatch):  # noqa: F811
+    """`evaluate --base-url`: the base and the tuned model are asked at the endpoint, with its own key variable;
+    the fine-tuning API (the project's fake OpenAI) is asked nothing."""
+    monkeypatch.setenv("VLLM_KEY", "served-key-0123456789")
+    with FakeEndpoint("served-key-0123456789") as endpoint:
+        before = len(project.fake.requests)
+        code = project.run("evaluate", "--model", "local:job-1", "--base", "Qwen/Qwen2.5-0.5B-Instruct",
+                           "--base-url", endpoint.base_url, "--api-key-env", "VLLM_KEY")
+        asked = [r.body["model"] for r in endpoint.find("POST", "/v1/chat/completions")]
+    assert code == 0, capsys.readouterr().err
+    test_questions = len((project.version / "test.jsonl").read_text("utf-8").splitlines())
+    assert sorted(set(asked)) == ["Qwen/Qwen2.5-0.5B-Instruct", "local:job-1"]
+    assert len(asked) == 2 * test_questions
+    assert len(project.fake.requests) == before and endpoint.keys_seen == {"served-key-0123456789"}
+    report = project.version / "evaluations" / "local_job-1--vs--Qwen_Qwen2.5-0.5B-Instruct" / "report.html"
+    assert "local:job-1" in report.read_text("utf-8")
+
+
+def test_an_api_key_variable_without_an_endpoint_is_refused(project, capsys):  # noqa: F811
+    assert project.run("evaluate", "--model", "local:job-1", "--api-key-env", "VLLM_KEY") == 1
+    assert "add --base-url URL" in capsys.readouterr().err
