@@ -194,3 +194,17 @@ def test_a_header_goes_to_the_start_host_only(tmp_path, monkeypatch):
     finally:
         site.close()
         other.close()
+
+
+def test_a_cookie_goes_to_the_start_host_only(tmp_path, sites, monkeypatch):
+    _, form, other = sites  # the form site takes its session cookie, however it was got
+    sources = f"""  - name: cookie
+    start_urls: ["http://127.0.0.1:{form.port}/"]
+    allowed_domains: ["127.0.0.1", "localhost"]
+    auth: {{type: cookie, cookie_env: GUIDE_COOKIE}}
+"""
+    monkeypatch.setenv("GUIDE_COOKIE", f"session={SESSION}")
+    assert pipeline.main(["crawl", "--config", str(write_config(tmp_path, sources))]) == 0
+    assert live(tmp_path)["cookie"] == {"", "a.html", "b.html", "form/landing.html"}
+    assert [p for p, h in other.hits if "Cookie" in h] == []
+    assert files_holding(tmp_path / "out", SESSION) == []
