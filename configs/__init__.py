@@ -50,7 +50,7 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=
 class BasicAuth(Section):
     """HTTP basic authentication; the values are read from the environment at crawl time."""
 
-    type: Literal["basic"]
+    type: Literal["basic"] = Field(description="which login this is")
     username_env: EnvName = Field(description="environment variable holding the user name")
     password_env: EnvName = Field(description="environment variable holding the password")
 
@@ -58,7 +58,7 @@ class BasicAuth(Section):
 class HeaderAuth(Section):
     """A header sent with every request to the source's hosts (a bearer token, an API key)."""
 
-    type: Literal["header"]
+    type: Literal["header"] = Field(description="which login this is")
     name: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="the header's name, e.g. Authorization")
     value_env: EnvName = Field(description="environment variable holding the header's value, e.g. 'Bearer …'")
 
@@ -66,14 +66,14 @@ class HeaderAuth(Section):
 class CookieAuth(Section):
     """A session cookie copied from a logged-in browser."""
 
-    type: Literal["cookie"]
+    type: Literal["cookie"] = Field(description="which login this is")
     cookie_env: EnvName = Field(description="environment variable holding the Cookie header, e.g. 'SESSION=…'")
 
 
 class FormAuth(Section):
     """A login form posted once before the crawl; the session cookie it sets is sent to the source's hosts."""
 
-    type: Literal["form"]
+    type: Literal["form"] = Field(description="which login this is")
     login_url: str = Field(description="absolute URL the login form is posted to")
     username_field: str = Field(min_length=1, description="the form field of the user name")
     password_field: str = Field(min_length=1, description="the form field of the password")
@@ -83,6 +83,14 @@ class FormAuth(Section):
         None, description="text the page after a successful login contains; default: a session cookie was set "
         "and the answer is not the login form again"
     )
+
+    @field_validator("login_url")
+    @classmethod
+    def _absolute(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an absolute http(s) URL")
+        return url
 
 
 Auth = Annotated[BasicAuth | HeaderAuth | CookieAuth | FormAuth, Field(discriminator="type")]

@@ -24,24 +24,27 @@ from configs import Config
 COMMAND = "python -m configs.reference > docs/config.md"
 
 
-def _sections(model: type[BaseModel], path: str) -> Iterator[tuple[str, type[BaseModel]]]:
-    """The model at `path`, then every section model below it, depth first in field order."""
-    yield path, model
+def _sections(model: type[BaseModel], path: str, label: str = "") -> Iterator[tuple[str, str, type[BaseModel]]]:
+    """The model at `path` (with its heading's `label`), then every section model below it, depth first in field
+    order; each model of a union of sections (told apart by their `type`) has a heading of its own."""
+    yield path, label, model
     for name, field in model.model_fields.items():
-        nested = _section_of(field.annotation)
-        if nested is not None:
-            key = f"{path}.{name}" if path else name
-            yield from _sections(nested, key + ("[]" if _is_list(field.annotation) else ""))
+        models = _section_models(field.annotation)
+        key = (f"{path}.{name}" if path else name) + ("[]" if _is_list(field.annotation) else "")
+        for nested in models:
+            kind = get_args(nested.model_fields["type"].annotation) if len(models) > 1 else ()
+            yield from _sections(nested, key, f" (type: {kind[0]})" if kind else "")
+
+
+def _section_models(annotation: Any) -> list[type[BaseModel]]:
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _section_models(arg)]
 
 
 def _section_of(annotation: Any) -> type[BaseModel] | None:
-    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _section_of(arg)
-        if found is not None:
-            return found
-    return None
+    models = _section_models(annotation)
+    return models[0] if models else None
 
 
 def _is_list(annotation: Any) -> bool:
@@ -58,7 +61,8 @@ def _type(annotation: Any) -> str:
     if origin is Literal:
         return " \\| ".join(json.dumps(v, ensure_ascii=False) for v in get_args(annotation))
     if origin in (Union, types.UnionType):
-        return " \\| ".join("null" if a is type(None) else _type(a) for a in get_args(annotation))
+        names = ["null" if a is type(None) else _type(a) for a in get_args(annotation)]
+        return " \\| ".join(dict.fromkeys(names))  # a union of sections is one "section"
     if origin is list:
         return f"list[{_type(get_args(annotation)[0])}]"
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
@@ -113,8 +117,8 @@ def reference(root: type[BaseModel] = Config) -> str:
              "A YAML file validated by these pydantic models (`configs/example.yaml` is the one used by default). "
              "An unknown key or a bad value fails with the file and the field path "
              "(`configs/x.yaml: dataset.test_fracton: unknown key`). " + intro, ""]
-    for path, model in _sections(root, ""):
-        lines += [f"## `{path}`" if path else "## Top level", ""]
+    for path, label, model in _sections(root, ""):
+        lines += [f"## `{path}`{label}" if path else "## Top level", ""]
         doc = inspect.cleandoc(model.__doc__ or "") if "__doc__" in vars(model) else ""
         if doc:
             lines += [" ".join(paragraph.split()) + "\n" for paragraph in doc.split("\n\n")]

@@ -1,12 +1,12 @@
-"""Logins: a source's `auth` turned into what its requests carry, for its own hosts only.
+"""Logins: a source's `auth` turned into what its requests carry, for the hosts of its start URLs only.
 
-The config names environment variables; `credentials` reads them (a missing one is a config error before the
-crawl) and registers every value with `base.logs` so no line shows it. Basic auth is Scrapy's HttpAuthMiddleware
-(HTTPAUTH_USER / _PASS, with HTTPAUTH_DOMAIN the first start URL's host and port); a header, a cookie, or the session cookie a
-form login set, is added by `crawlers.middlewares.AuthMiddleware` to requests for the source's hosts and taken
-off any other (Scrapy's redirects drop Authorization and Cookie when the host changes). A refused login (a 401 or
-403, a redirect to the login page) is `AuthFailed`: the source's crawl stops with finish reason `auth_failed`, and
-an incomplete crawl retires nothing, so the previous crawl's pages stay live.
+The config names environment variables; `credentials` reads them (`check`: a missing one is a config error before
+the crawl) and registers every value with `base.logs` so no line shows it. Basic auth is Scrapy's
+HttpAuthMiddleware (HTTPAUTH_USER / _PASS, HTTPAUTH_DOMAIN the first start URL's host and port); a header, a
+cookie, or the session cookie a form login set is added by `crawlers.middlewares.AuthMiddleware` to requests for
+those hosts and taken off any other (Scrapy's redirects drop Authorization and Cookie when the host changes). A
+refused login (a refused form, a 401 or 403, a redirect to the login page) stops the source's crawl with finish
+reason `auth_failed`; an incomplete crawl retires nothing, so the previous crawl's pages stay live.
 """
 
 from __future__ import annotations

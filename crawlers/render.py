@@ -64,8 +64,10 @@ def render_meta() -> dict[str, Any]:
 
 
 def render_again(request: Request) -> Request:
-    """The static request of a page that needs rendering, sent again to the browser (past the duplicate filter)."""
-    return request.replace(meta={**request.meta, **render_meta()}, dont_filter=True)
+    """The static request of a page that needs rendering, sent again to the browser (past the duplicate filter;
+    none of the static response's meta is carried over)."""
+    return Request(request.url, callback=request.callback, errback=request.errback, meta=render_meta(),
+                   dont_filter=True)
 
 
 class LazyPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
@@ -75,13 +77,15 @@ class LazyPlaywrightHandler(ScrapyPlaywrightDownloadHandler):
     def __init__(self, crawler: Any) -> None:
         super().__init__(crawler)
         self._start_lock = asyncio.Lock()
+        self._started = False  # not `browser_provider`: _launch sets it before the provider has started
 
     async def _maybe_launch_in_thread(self) -> None:  # connected to engine_started: not yet
         pass
 
     async def download_request(self, request: Request) -> Response:  # type: ignore[override]
-        if request.meta.get("playwright") and not hasattr(self, "browser_provider"):
+        if request.meta.get("playwright") and not self._started:
             async with self._start_lock:
-                if not hasattr(self, "browser_provider"):
+                if not self._started:
                     await self._launch()
+                    self._started = True
         return await super().download_request(request)

@@ -27,6 +27,7 @@ class Server:
 
     def __init__(self, kind: str, other: str = ""):
         self.hits: list[tuple[str, dict[str, str]]] = []
+        self.expired = False  # a form site: the session ends after the start page
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,8 +56,12 @@ class Server:
                     good = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
                     if self.headers.get("Authorization") != good:
                         return self.send(401, "login", {"WWW-Authenticate": 'Basic realm="guide"'})
-                if kind == "form" and f"session={SESSION}" not in (self.headers.get("Cookie") or ""):
+                if kind == "form" and self.path != "/login" and (
+                        f"session={SESSION}" not in (self.headers.get("Cookie") or "")
+                        or (server.expired and self.path != "/")):
                     return self.send(302, headers={"Location": "/login"})
+                if kind == "header" and self.headers.get("X-Api-Key") != PASSWORD:
+                    return self.send(403, "forbidden")
                 if kind == "form" and self.path == "/login":
                     return self.send(200, "<form method=post>login</form>")
                 self.page()
@@ -152,3 +157,54 @@ def test_a_missing_environment_variable_is_one_line_before_crawling(tmp_path, si
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "GUIDE_PASSWORD" in err[0] and "not set" in err[0], err
     assert basic.hits == [] and form.hits == []
+
+
+def test_a_session_that_expires_mid_crawl_is_auth_failed_and_retires_nothing(tmp_path, sites, monkeypatch, capfd):
+    basic, form, _ = sites
+    path = config(tmp_path, basic, form)
+    monkeypatch.setenv("GUIDE_USER", USER)
+    monkeypatch.setenv("GUIDE_PASSWORD", PASSWORD)
+    assert pipeline.main(["crawl", "--config", str(path)]) == 0
+    first = live(tmp_path)
+    capfd.readouterr()
+    form.expired = True  # the login works, then every page but the start page redirects to the login page
+    assert pipeline.main(["crawl", "--config", str(path)]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("error: auth_failed: the site refused the login of form"), err
+    assert live(tmp_path) == first
+
+
+def test_a_header_goes_to_the_start_host_only(tmp_path, monkeypatch):
+    other = Server("open")
+    site = Server("header", other=f"http://localhost:{other.port}/header")
+    try:
+        sources = f"""  - name: api
+    start_urls: ["http://127.0.0.1:{site.port}/"]
+    allowed_domains: ["127.0.0.1", "localhost"]
+    auth: {{type: header, name: X-Api-Key, value_env: GUIDE_KEY}}
+"""
+        monkeypatch.setenv("GUIDE_KEY", PASSWORD)
+        assert pipeline.main(["crawl", "--config", str(write_config(tmp_path, sources))]) == 0
+        assert live(tmp_path)["api"] == {"", "a.html", "b.html", "header/landing.html"}
+        assert [p for p, h in other.hits if "X-Api-Key" in h] == []
+        assert files_holding(tmp_path / "out", PASSWORD) == []
+        monkeypatch.setenv("GUIDE_KEY", "not-the-key")
+        assert pipeline.main(["crawl", "--config", str(write_config(tmp_path, sources))]) == 1  # 403
+        assert live(tmp_path)["api"] == {"", "a.html", "b.html", "header/landing.html"}
+    finally:
+        site.close()
+        other.close()
+
+
+def test_a_cookie_goes_to_the_start_host_only(tmp_path, sites, monkeypatch):
+    _, form, other = sites  # the form site takes its session cookie, however it was got
+    sources = f"""  - name: cookie
+    start_urls: ["http://127.0.0.1:{form.port}/"]
+    allowed_domains: ["127.0.0.1", "localhost"]
+    auth: {{type: cookie, cookie_env: GUIDE_COOKIE}}
+"""
+    monkeypatch.setenv("GUIDE_COOKIE", f"session={SESSION}")
+    assert pipeline.main(["crawl", "--config", str(write_config(tmp_path, sources))]) == 0
+    assert live(tmp_path)["cookie"] == {"", "a.html", "b.html", "form/landing.html"}
+    assert [p for p, h in other.hits if "Cookie" in h] == []
+    assert files_holding(tmp_path / "out", SESSION) == []

@@ -199,7 +199,8 @@ class SiteSpider(scrapy.Spider):
         url = self.document_url(content.page.canonical_url, fetched)
         title = content.page.title or url
         text = content.page.text.strip()
-        if self.source.render != "never" and not render.rendered(response) and render.needs_rendering(response.body, text):
+        static = self.source.render != "never" and not render.rendered(response)
+        if static and render.needs_rendering(response.body, text):
             if self.browser:  # the static HTML is a shell its scripts fill in: the browser's turn
                 yield render.render_again(response.request)
             else:  # no validators kept: once a browser is installed, the next crawl fetches it in full
