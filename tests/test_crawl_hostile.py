@@ -63,7 +63,7 @@ def docs_site() -> Site:
         "/trap/*": trap,
         "/big.html": Page(html_page("Big", prose("big") * 400)),
         "/attachment?id=7": Page(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8),
-        "/download?id=1": Page(b"%PDF-1.4 fake", content_type="application/pdf"),
+        "/download?id=1": Page(b"%PDF-1.4 fake", content_type="application/pdf"),  # read as a PDF: corrupt
         "/empty.html": Page(b""),
         "/nav-only.html": Page(nav_only),
         "/error.html": Page("oops", 500, "text/plain"),
@@ -139,8 +139,8 @@ def test_every_hostile_page_is_dropped_or_recorded_with_its_reason(crawled):
     docs = reports["docs"]
     assert docs.finish_reason == "finished"
     assert docs.dropped == {
-        "binary": 1, "boilerplate": 1, "duplicate": 1, "empty": 1, "http_404": 1, "http_410": 1, "http_500": 1,
-        "max_depth": 1, "not_html": 1, "redirect_loop": 1, "robots_txt": 1, "timeout": 1, "too_large": 1,
+        "binary": 1, "boilerplate": 1, "corrupt": 1, "duplicate": 1, "empty": 1, "http_404": 1, "http_410": 1,
+        "http_500": 1, "max_depth": 1, "redirect_loop": 1, "robots_txt": 1, "timeout": 1, "too_large": 1,
     }
     assert {"200", "301", "302", "404", "410", "500"} <= set(docs.pages_by_status)
     assert docs.bytes_downloaded > 0
@@ -202,7 +202,7 @@ def test_failures_are_recorded_in_the_state_with_status_and_reason(crawled):
     _, rows, docs, *_ = crawled
     for path, status, reason in [("/gone.html", 410, "http_410"), ("/error.html", 500, "http_500"),
                                  ("/missing.html", 404, "http_404"), ("/empty.html", 200, "empty"),
-                                 ("/download?id=1", 200, "not_html"), ("/slow.html", None, "timeout")]:
+                                 ("/download?id=1", 200, "corrupt"), ("/slow.html", None, "timeout")]:
         row = rows[docs.url(path)]
         assert (row["status"], row["reason"], row["live"]) == (status, reason, 0), path
 
