@@ -2,8 +2,9 @@
 
 Scope, bounds and politeness are Scrapy's own (allowed_domains, LinkExtractor allow/deny, DEPTH_LIMIT,
 CLOSESPIDER_PAGECOUNT, robots.txt, AutoThrottle; see `crawlers.settings` and `crawlers.crawl`). The spider
-decides what a response is: a document, a page that cannot be one (with a reason), a 304 that keeps the
-stored document, or a failure that is recorded and, when transient, keeps the stored document too.
+decides what a response is: a document, a linked file read as one (`crawlers.attachments`), a page that
+cannot be one (with a reason), a 304 that keeps the stored document, or a failure that is recorded and, when
+transient, keeps the stored document too.
 """
 
 from __future__ import annotations
@@ -218,16 +219,16 @@ class SiteSpider(scrapy.Spider):
         for request in self.follow(content.links):
             yield request
         for link, text in content.attachments.items():
-            yield self.page_request(link, link_text=text, category=document.category)
+            yield self.page_request(link, link_text=text, link_category=document.category)
 
     async def attachment(self, response: Response, kind: str, fetched: str, validators: dict) -> FetchedPage:
         """A linked file as a document: its title from its metadata, else the link's text (else the title it
         had before, when reached through a page that answered 304, else its file name); the category of the
         page linking it."""
         meta = response.meta
-        stored = self.store.labels(fetched) if "category" not in meta else None
+        stored = self.store.labels(fetched) if "link_category" not in meta else None
         title = meta.get("link_text") or (stored and stored[0]) or attachments.file_name(fetched)
-        category = (self.source.category or meta.get("category") or (stored and stored[1])
+        category = (self.source.category or meta.get("link_category") or (stored and stored[1])
                     or category_from([], title, fetched) or self.source.name)
         try:
             document = await self.pool.read_attachment(
