@@ -138,6 +138,11 @@ class SourceConfig(Section):
         None, description="cron expression on which `schedule` crawls this source (instead of the global "
         "`schedule`), then builds; e.g. '0 * * * *' every hour"
     )
+    attachments: list[Literal["pdf", "docx", "hwpx"]] = Field(
+        default_factory=lambda: ["pdf", "docx", "hwpx"],
+        description="kinds of linked files read as documents (text, headings, PDF page numbers; the linking "
+        "page's category); []: none (see docs/crawling.md, Attachments)",
+    )
 
     @field_validator("start_urls", "sitemap_urls")
     @classmethod

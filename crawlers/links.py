@@ -22,7 +22,8 @@ from w3lib.url import safe_url_string
 
 from crawlers.urls import clean_url
 
-DENIED_EXTENSIONS = frozenset(f".{ext}" for ext in IGNORED_EXTENSIONS)
+# Never pages; the attachment kinds a source reads (`LinkRules.attachments`) are followed by `attachment_links`.
+DENIED_EXTENSIONS = frozenset(f".{ext}" for ext in IGNORED_EXTENSIONS) | {".hwp", ".hwpx"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class LinkRules:
     domains: tuple[str, ...]
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    attachments: tuple[str, ...] = ()
+    """Extensions of the linked files read as documents (`crawlers.attachments.extensions`)."""
 
 
 @lru_cache(maxsize=32)
@@ -53,6 +56,17 @@ def in_scope(url: str, rules: LinkRules) -> bool:
         return False
     if posixpath.splitext(parts.path)[1].lower() in DENIED_EXTENSIONS:
         return False
+    return _included(url, rules)
+
+
+def attachment_in_scope(url: str, rules: LinkRules) -> bool:
+    """Whether `url` is a file of an attachment kind the source reads, on an allowed host, within include/exclude."""
+    parts = urlsplit(url)
+    return (parts.scheme in ("http", "https") and posixpath.splitext(parts.path)[1].lower() in rules.attachments
+            and in_domains(url, rules.domains) and _included(url, rules))
+
+
+def _included(url: str, rules: LinkRules) -> bool:
     include, exclude = _compiled(rules.include), _compiled(rules.exclude)
     return (not include or any(r.search(url) for r in include)) and not any(r.search(url) for r in exclude)
 
@@ -61,11 +75,7 @@ def page_links(tree: etree._Element, page_url: str, rules: LinkRules) -> list[st
     """The in-scope links of a parsed page, cleaned (no fragment, no tracking parameters), in document
     order, each once. A frame's or an iframe's `src` is a link: a frameset's content and navigation are
     pages of their own, crawled (and judged document or navigation) like any other."""
-    base = page_url
-    for element in tree.iter("base"):
-        if element.get("href"):
-            base = urljoin(page_url, strip_html5_whitespace(element.get("href")))
-            break
+    base = _base(tree, page_url)
     links: dict[str, None] = {}
     for element in tree.iter("a", "area", "frame", "iframe"):
         href = element.get("src" if element.tag in ("frame", "iframe") else "href")
@@ -78,6 +88,31 @@ def page_links(tree: etree._Element, page_url: str, rules: LinkRules) -> list[st
         if url not in links and in_scope(url, rules):
             links[url] = None
     return list(links)
+
+
+def attachment_links(tree: etree._Element, page_url: str, rules: LinkRules) -> dict[str, str]:
+    """The page's links to attachments in scope (by extension), cleaned, each once, with its link text (the
+    attachment's title when the file's metadata has none)."""
+    if not rules.attachments:
+        return {}
+    base = None
+    found: dict[str, str] = {}
+    for element in tree.iter("a", "area"):
+        href = element.get("href")
+        if not href or posixpath.splitext(urlsplit(href).path)[1].lower() not in rules.attachments:
+            continue
+        base = base or _base(tree, page_url)
+        url = clean_url(safe_url_string(urljoin(base, strip_html5_whitespace(href)), "utf-8"))
+        if url not in found and attachment_in_scope(url, rules):
+            found[url] = " ".join(" ".join(element.itertext()).split()) or element.get("title") or ""
+    return found
+
+
+def _base(tree: etree._Element, page_url: str) -> str:
+    for element in tree.iter("base"):
+        if element.get("href"):
+            return urljoin(page_url, strip_html5_whitespace(element.get("href")))
+    return page_url
 
 
 def link_words(tree: etree._Element) -> str:

@@ -3,7 +3,7 @@
 It runs in a small pool of worker processes, so extraction uses every core and never stalls Scrapy's
 reactor (downloads, AutoThrottle's latency measurements and the progress display keep going while pages
 are being extracted). The workers are forked from the crawl process before its reactor starts, so they start
-in milliseconds.
+in milliseconds. Linked files (PDF, DOCX, HWPX) are read in the same pool (`crawlers.attachments`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
 
 import lxml.html
 from lxml import etree
 
+from crawlers import attachments
+from crawlers.document import Document
 from crawlers.encoding import decode_html
-from crawlers.links import LinkRules, link_words, page_links
+from crawlers.links import LinkRules, attachment_links, link_words, page_links
 
 if TYPE_CHECKING:  # the extractor itself is imported where it runs (see _warm_up)
     from crawlers.extract import Extraction
@@ -40,6 +43,8 @@ class PageContent:
     links: list[str] = field(default_factory=list)
     link_share: float = 0.0
     """Share of the text's words that are words of the page's link texts: near 1 for navigation only."""
+    attachments: dict[str, str] = field(default_factory=dict)
+    """In-scope links to attachment files, with their link texts (see `crawlers.links.attachment_links`)."""
 
 
 def process_page(
@@ -63,7 +68,8 @@ def process_page(
     page = extract(html, url, content_selector=content_selector, category_selector=category_selector)
     if tree is None:
         return PageContent(page)
-    return PageContent(page, page_links(tree, url, rules), _link_share(page.text, link_words(tree)))
+    return PageContent(page, page_links(tree, url, rules), _link_share(page.text, link_words(tree)),
+                       attachment_links(tree, url, rules))
 
 
 class UnparsablePage(ValueError):
@@ -139,10 +145,17 @@ class PagePool:
             list(self._executor.map(_ready, range(workers)))
 
     async def process(self, *args: object) -> PageContent:
+        return await self._run(process_page, *args)
+
+    async def read_attachment(self, *args: object, **kwargs: object) -> Document:
+        """`crawlers.attachments.read` in a worker: a PDF's text costs as much as a page's extraction."""
+        return await self._run(partial(attachments.read, *args, **kwargs))
+
+    async def _run(self, func: Callable[..., Any], *args: object) -> Any:
         if self._executor is None:
-            return process_page(*args)  # type: ignore[arg-type]
+            return func(*args)
         try:
-            future = self._executor.submit(process_page, *args)
+            future = self._executor.submit(func, *args)
             if not self._warming:
                 # The first page to extract: the other workers load the language model meanwhile. Not at
                 # start, so a re-crawl answered with 304s never pays for it.
@@ -156,7 +169,7 @@ class PagePool:
             broken, self._executor = self._executor, None
             if broken is not None:
                 broken.shutdown(wait=False, cancel_futures=True)
-            return process_page(*args)  # type: ignore[arg-type]
+            return func(*args)
 
     def close(self) -> None:
         if self._executor is not None:

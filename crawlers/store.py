@@ -135,6 +135,11 @@ class PageStore:
         row = self.db.execute("SELECT links FROM pages WHERE url = ?", (url,)).fetchone()
         return json.loads(row[0]) if row and row[0] else []
 
+    def labels(self, url: str) -> tuple[str | None, str | None] | None:
+        """The stored title and category of `url`'s document (None when it never had a row)."""
+        row = self.db.execute("SELECT title, category FROM pages WHERE url = ?", (url,)).fetchone()
+        return (row[0], row[1]) if row else None
+
     def seen_since(self, url: str, since: str, *, fetched_url: str) -> bool:
         """Whether another fetched URL already gave the document `url` in the crawl started at `since`."""
         row = self.db.execute(

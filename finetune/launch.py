@@ -1,8 +1,8 @@
 """`finetune`: check a dataset version locally, upload its files once, and create the job.
 
-Everything that can refuse does so before the first byte leaves the machine: format errors, fewer than 10
-train examples, examples over the model's limit, a retired model or OpenAI's end of new jobs, a missing
-approval. Uploads are keyed by sha256 in the state, so the same content is uploaded once per account, and
+Everything that can refuse does so before the first byte leaves the machine: format errors, fewer train
+examples than the provider takes (OpenAI and Azure: 10; the local trainer: any), examples over the model's
+limit, a retired model or OpenAI's end of new jobs, a missing approval. Uploads are keyed by sha256 in the state, so the same content is uploaded once per account, and
 re-running `finetune` on an unchanged dataset finds the job it already started instead of paying twice.
 A `model` of the form `ft:<base>:…` continues that fine-tune: it is checked with its base's encoding, limits
 and dates, and the job's lineage (parent model, its job when this output_dir made it, base model) is kept in
@@ -101,12 +101,15 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     if local and train.format not in (None, "chat"):
         raise Refused(f"{ds.train} holds {train.format} examples; the local trainer trains chat examples "
                       "(`messages`): set `model` to a chat model and rebuild with `python pipeline.py build`")
-    if not train.ok:
-        few = "insufficient_examples" in train.errors
+    minimum = model_registry.MIN_TRAIN_EXAMPLES[config.finetune.provider]
+    few = train.examples < minimum
+    problems = _summary(train, skip=("insufficient_examples",))  # the minimum is the provider's, not the file's
+    if few or problems:
         raise Refused(
             f"{ds.train} cannot be fine-tuned: "
-            + (f"{train.examples} train examples, fewer than the 10 the API requires; " if few else "")
-            + (f"{_summary(train, skip=('insufficient_examples',))}; " if len(train.errors) > few else "")
+            + (f"{train.examples} train examples, fewer than the {minimum} the API requires "
+               f"({model_registry.FEW_EXAMPLES_REMEDY}); " if few else "")
+            + (f"{problems}; " if problems else "")
             + f"nothing was uploaded. Details: `python pipeline.py validate {ds.train} --model {spec.name}`; "
             "fix the config and rebuild with `python pipeline.py build`"
         )

@@ -3,6 +3,7 @@ one behaviour on that crawl's reports, its SQLite state, or the requests the ser
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from urllib.parse import quote
 
@@ -63,7 +64,7 @@ def docs_site() -> Site:
         "/trap/*": trap,
         "/big.html": Page(html_page("Big", prose("big") * 400)),
         "/attachment?id=7": Page(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8),
-        "/download?id=1": Page(b"%PDF-1.4 fake", content_type="application/pdf"),
+        "/download?id=1": Page(b"%PDF-1.4 fake", content_type="application/pdf"),  # read as a PDF: corrupt
         "/empty.html": Page(b""),
         "/nav-only.html": Page(nav_only),
         "/error.html": Page("oops", 500, "text/plain"),
@@ -127,7 +128,7 @@ def crawled(tmp_path_factory):
         db = sqlite3.connect(folder / "out" / "state.sqlite")
         db.row_factory = sqlite3.Row
         rows = {row["url"]: dict(row) for row in db.execute("SELECT * FROM pages")}
-        yield reports, rows, docs, api, capped
+        yield reports, rows, docs, api, capped, config
 
 
 def live(rows: dict, base: str) -> dict[str, dict]:
@@ -139,8 +140,8 @@ def test_every_hostile_page_is_dropped_or_recorded_with_its_reason(crawled):
     docs = reports["docs"]
     assert docs.finish_reason == "finished"
     assert docs.dropped == {
-        "binary": 1, "boilerplate": 1, "duplicate": 1, "empty": 1, "http_404": 1, "http_410": 1, "http_500": 1,
-        "max_depth": 1, "not_html": 1, "redirect_loop": 1, "robots_txt": 1, "timeout": 1, "too_large": 1,
+        "binary": 1, "boilerplate": 1, "corrupt": 1, "duplicate": 1, "empty": 1, "http_404": 1, "http_410": 1,
+        "http_500": 1, "max_depth": 1, "redirect_loop": 1, "robots_txt": 1, "timeout": 1, "too_large": 1,
     }
     assert {"200", "301", "302", "404", "410", "500"} <= set(docs.pages_by_status)
     assert docs.bytes_downloaded > 0
@@ -169,13 +170,13 @@ def test_redirect_to_a_variant_of_the_same_url_is_followed(crawled):
 
 
 def test_robots_txt_is_obeyed_unless_the_source_opts_out(crawled):
-    _, rows, docs, api, _ = crawled
+    _, rows, docs, api, *_ = crawled
     assert docs.requested("/private/secret.html") == []
     assert api.url("/internal/notes.html") in rows
 
 
 def test_link_trap_ends_at_max_depth_and_endless_site_at_max_pages(crawled):
-    reports, _, docs, _, capped = crawled
+    reports, _, docs, _, capped, _ = crawled
     assert docs.requested("/trap/4") == []
     assert reports["capped"].finish_reason == "closespider_pagecount"
     assert len(capped.hits) <= 5 + 16  # the cap, plus at most the requests already in flight
@@ -202,20 +203,20 @@ def test_failures_are_recorded_in_the_state_with_status_and_reason(crawled):
     _, rows, docs, *_ = crawled
     for path, status, reason in [("/gone.html", 410, "http_410"), ("/error.html", 500, "http_500"),
                                  ("/missing.html", 404, "http_404"), ("/empty.html", 200, "empty"),
-                                 ("/download?id=1", 200, "not_html"), ("/slow.html", None, "timeout")]:
+                                 ("/download?id=1", 200, "corrupt"), ("/slow.html", None, "timeout")]:
         row = rows[docs.url(path)]
         assert (row["status"], row["reason"], row["live"]) == (status, reason, 0), path
 
 
 def test_category_comes_from_selector_or_config_and_language_is_stored(crawled):
-    _, rows, docs, api, _ = crawled
+    _, rows, docs, api, *_ = crawled
     assert live(rows, docs.base)["/guide"]["category"] == "Setup"
     assert live(rows, docs.base)["/guide"]["language"] == "en"
     assert {row["category"] for row in live(rows, api.base).values()} == {"API Reference"}
 
 
 def test_sitemap_pages_are_crawled_within_include_and_exclude(crawled):
-    _, rows, _, api, _ = crawled
+    _, rows, _, api, *_ = crawled
     assert set(live(rows, api.base)) == {"/start.html", "/internal/notes.html", "/reference/a.html",
                                          "/reference/b.html"}
     assert api.requested("/blog/post.html") == [] and api.requested("/other/page.html") == []
@@ -224,3 +225,28 @@ def test_sitemap_pages_are_crawled_within_include_and_exclude(crawled):
 def test_requests_carry_the_configured_user_agent(crawled):
     _, _, docs, *_ = crawled
     assert {hit.headers.get("User-Agent") for hit in docs.hits} == {"crawl2tune-test/1.0 (+tests)"}
+
+
+def test_the_small_crawl_builds_a_reviewable_version_that_openai_finetune_refuses(crawled, capsys, monkeypatch):
+    from conftest import TODAY
+    from fake_openai import FakeOpenAI
+    from pipeline import main
+
+    *_, crawl_config = crawled
+    config = crawl_config.parent / "small.yaml"  # half the examples for testing: fewer than 10 left to train on
+    config.write_text(crawl_config.read_text(encoding="utf-8") + "dataset:\n  test_fraction: 0.5\n", encoding="utf-8")
+    assert main(["build", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    version = config.parent / "out" / "datasets" / "guide" / "latest"
+    n_train = json.loads((version / "manifest.json").read_text(encoding="utf-8"))["counts"]["train"]
+    assert 0 < n_train < 10 and (version / "review.csv").is_file() and (version / "report.html").is_file()
+    assert f"warning: the train split holds {n_train} examples, fewer than the 10 that fine-tuning with azure " \
+           "and openai requires" in out
+    with FakeOpenAI(today=TODAY) as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        assert main(["finetune", "--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ")
+        assert f"{n_train} train examples, fewer than the 10 the API requires (crawl more pages, " in err
+        assert "nothing was uploaded" in err and fake.requests == []

@@ -35,7 +35,7 @@ from transforms.review_state import open_state
 from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
 from transforms.stage import Stage, run_stages
 from transforms.tokens import TokenCounter, count_messages
-from transforms.validate import MIN_EXAMPLES, CheckFormat
+from transforms.validate import CheckFormat
 from transforms.version import resolve
 from transforms.write import RECALL_FILE, DatasetWriter
 from base.errors import Crawl2TuneError
@@ -167,19 +167,24 @@ def stages(config: Config, spec: model_registry.ModelSpec, state: Path) -> Stage
 
 
 def _check_counts(config: Config, state: Path, out: DatasetWriter, st: Stages, warnings: list[str]) -> None:
-    """Refuse a build too small to fine-tune on; warn about an empty test split and unmatched decisions."""
+    """Refuse a build without examples; warn about a train split below a provider's minimum (the version is
+    still written, for review; `finetune` refuses it for that provider), an empty test split and unmatched
+    decisions."""
     ds = config.dataset
     if out.documents == 0 and st.subset:
         raise BuildError(f"no document falls in fraction {ds.fraction:g}; give a larger --fraction")
     if out.documents == 0:
         raise BuildError(f"the crawl state {state} holds no documents; run `python pipeline.py crawl` first")
     n_train, n_test = len(out.tokens["train"]), len(out.tokens["test"])
-    if n_train < MIN_EXAMPLES:
-        raise BuildError(
-            f"the train split would hold {n_train} examples, fewer than the {MIN_EXAMPLES} OpenAI "
-            "requires; crawl more pages, raise dataset.questions_per_document, use granularity: section, "
-            "or lower dataset.test_fraction"
-        )
+    if n_train + n_test == 0:
+        raise BuildError(f"no example is left of the {out.documents} documents (the dropped counts say why); "
+                         f"{model_registry.FEW_EXAMPLES_REMEDY}")
+    below = sorted(p for p, minimum in model_registry.MIN_TRAIN_EXAMPLES.items() if n_train < minimum)
+    if below:
+        needed = max(model_registry.MIN_TRAIN_EXAMPLES[p] for p in below)
+        warnings.append(f"the train split holds {n_train} examples, fewer than the {needed} that fine-tuning "
+                        f"with {' and '.join(below)} requires (`finetune` refuses this version there); "
+                        f"{model_registry.FEW_EXAMPLES_REMEDY}")
     if n_test == 0 and ds.test_fraction > 0:
         warnings.append("the test split is empty; raise dataset.test_fraction or crawl more pages")
     if st.review.summary()["unmatched"]:

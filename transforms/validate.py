@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal
 import orjson
 
 from transforms import estimate
-from configs.model_registry import ModelSpec
+from configs.model_registry import MIN_TRAIN_EXAMPLES, ModelSpec
 from transforms.example import Example
 from transforms.formats import Format
 from transforms.stage import Stage, StageLog
@@ -35,7 +35,7 @@ from transforms.tokens import TokenCounter, chat_tokens, message_strings
 FileFormat = Literal["chat", "preference", "prompt_completion"]
 FORMATS = ("chat", "preference", "prompt_completion")
 
-MIN_EXAMPLES = 10
+MIN_EXAMPLES = MIN_TRAIN_EXAMPLES["openai"]  # `validate` checks a file as OpenAI's API will
 FIRST_LINES = 5
 COUNT_BATCH = 4096  # examples whose strings are encoded together (bounded memory, threaded batches)
 

@@ -2,8 +2,9 @@
 
 Scope, bounds and politeness are Scrapy's own (allowed_domains, LinkExtractor allow/deny, DEPTH_LIMIT,
 CLOSESPIDER_PAGECOUNT, robots.txt, AutoThrottle; see `crawlers.settings` and `crawlers.crawl`). The spider
-decides what a response is: a document, a page that cannot be one (with a reason), a 304 that keeps the
-stored document, or a failure that is recorded and, when transient, keeps the stored document too.
+decides what a response is: a document, a linked file read as one (`crawlers.attachments`), a page that
+cannot be one (with a reason), a 304 that keeps the stored document, or a failure that is recorded and, when
+transient, keeps the stored document too.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from twisted.python.failure import Failure
 
 from base.state import now
 from configs import SourceConfig
+from crawlers import attachments
 from crawlers.document import Document, text_hash
 from crawlers.items import FetchedPage
 from crawlers.middlewares import RedirectLoop
-from crawlers.links import LinkRules, in_domains, in_scope
+from crawlers.links import LinkRules, attachment_in_scope, in_domains, in_scope
 from crawlers.pages import PagePool
 from crawlers.pipelines import Storage
 from crawlers import render
@@ -125,7 +127,8 @@ class SiteSpider(scrapy.Spider):
         self.started = started or now()  # the crawl's start; a resumed crawl keeps the first run's (and see Storage)
         self.start_urls = list(source.start_urls)
         self.allowed_domains = source.domains
-        self.rules = LinkRules(tuple(source.domains), tuple(source.include), tuple(source.exclude))
+        self.rules = LinkRules(tuple(source.domains), tuple(source.include), tuple(source.exclude),
+                               attachments.extensions(source.attachments))
         self.changes: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": [], "removed": []}
 
     @classmethod
@@ -181,6 +184,12 @@ class SiteSpider(scrapy.Spider):
         validators = dict(etag=_header(response, b"ETag"), last_modified=_header(response, b"Last-Modified"))
         content_type = _header(response, b"Content-Type")
         mime = (content_type or "").split(";")[0].strip().lower()
+        if mime not in HTML_TYPES:
+            kind = attachments.kind_of(response.url, response.body, content_type,
+                                       _header(response, b"Content-Disposition"))
+            if kind in self.source.attachments:
+                yield await self.attachment(response, kind, fetched, validators)
+                return
         reason = "not_html" if mime and mime not in HTML_TYPES else "binary" if looks_binary(response.body) else None
         if reason:
             yield FetchedPage(self.source.name, fetched, fetched, response.status, reason=reason, **validators)
@@ -217,9 +226,31 @@ class SiteSpider(scrapy.Spider):
             fetched_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         yield FetchedPage(self.source.name, url, fetched, response.status, document=document,
-                          links=content.links, link_share=content.link_share, **validators)
+                          links=[*content.links, *content.attachments], link_share=content.link_share, **validators)
         for request in self.follow(content.links):
             yield request
+        for link, text in content.attachments.items():
+            yield self.page_request(link, link_text=text, link_category=document.category)
+
+    async def attachment(self, response: Response, kind: str, fetched: str, validators: dict) -> FetchedPage:
+        """A linked file as a document: its title from its metadata, else the link's text (else the title it
+        had before, when reached through a page that answered 304, else its file name); the category of the
+        page linking it."""
+        meta = response.meta
+        stored = self.store.labels(fetched) if "link_category" not in meta else None
+        title = meta.get("link_text") or (stored and stored[0]) or attachments.file_name(fetched)
+        category = (self.source.category or meta.get("link_category") or (stored and stored[1])
+                    or category_from([], title, fetched) or self.source.name)
+        try:
+            document = await self.pool.read_attachment(
+                response.body, kind, url=fetched, source=self.source.name, title=title, category=category,
+                fetched_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+        except Exception as err:  # an unreadable file is one dropped page, not a failed crawl
+            self.logger.info("no document from %s: %s", response.url, err)
+            return FetchedPage(self.source.name, fetched, fetched, response.status,
+                               reason=getattr(err, "reason", "extraction_error"), **validators)
+        return FetchedPage(self.source.name, fetched, fetched, response.status, document=document, **validators)
 
     def document_url(self, declared: str | None, fetched: str) -> str:
         """The page's `rel=canonical` if it names an http(s) URL on an allowed domain, else where it was fetched."""
@@ -235,7 +266,7 @@ class SiteSpider(scrapy.Spider):
             yield FetchedPage(self.source.name, fetched, fetched, 304, reason="unexpected_304")
             return
         self.crawler.stats.inc_value("crawl2tune/not_modified")
-        links = [link for link in self.store.links(known.url) if in_scope(link, self.rules)]
+        links = self.stored_links(known.url)
         reason = None if known.reason == "unreached" else known.reason  # linked again: the document is back
         yield FetchedPage(self.source.name, known.url, fetched, 304, reason=reason, not_modified=True,
                           etag=known.etag, last_modified=known.last_modified, links=links)
@@ -260,8 +291,12 @@ class SiteSpider(scrapy.Spider):
         self.storage.failed(url, status=status, reason=reason, fetched_url=fetched, keep=transient)
         depth = request.meta.get("depth", 0) + 1
         if transient and known is not None and known.live and not (self.max_depth and depth > self.max_depth):
-            links = [link for link in self.store.links(url) if in_scope(link, self.rules)]
-            yield from (self.page_request(link, depth=depth) for link in links)
+            yield from (self.page_request(link, depth=depth) for link in self.stored_links(url))
+
+    def stored_links(self, url: str) -> list[str]:
+        """The stored outlinks of `url` the crawl still follows: pages in scope and the attachments it reads."""
+        return [link for link in self.store.links(url)
+                if in_scope(link, self.rules) or attachment_in_scope(link, self.rules)]
 
     # --- sitemaps -------------------------------------------------------------------------------
 
