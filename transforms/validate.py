@@ -362,14 +362,14 @@ def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: Token
 
 
 def _check_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: TokenCounter, *, limit: int | None,
-                 fmt: FileFormat | None, first_line: int = 1) -> Report:
-    """Checks and token counts of some lines; numbers start at `first_line` (a part of a file)."""
+                 fmt: FileFormat | None) -> Report:
+    """Checks and token counts of some lines, numbered from 1."""
     report = Report(limit=limit or spec.max_tokens_per_example)
     if fmt is None and spec.format == "prompt_completion":
         fmt = "prompt_completion"
     report.format = fmt
     pending: list[tuple[int, list[str], Combine]] = []
-    for number, line in enumerate(lines, start=first_line):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         report.examples += 1
@@ -442,16 +442,17 @@ def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, *, limit: 
     if context.get_start_method() == "fork":
         counter.encoding  # loaded once here, inherited by every part's process instead of read by each
     with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
-        reports = list(pool.map(_check_part, [(str(path), start, end, first_line, spec.name, limit, fmt)
-                                              for start, end, first_line in parts]))
-    report = Report(limit=reports[0].limit, format=fmt or reports[0].format)
-    for part in reports:
+        done = list(pool.map(_check_part, [(str(path), start, end, spec.name, limit, fmt) for start, end in parts]))
+    report = Report(limit=done[0][0].limit, format=fmt or done[0][0].format)
+    before = 0  # lines in the parts before this one: a part numbers its lines from 1
+    for part, lines_in_part in done:
         report.examples += part.examples
         report.tokens += part.tokens
         for category, n in part.errors.items():
             report.errors[category] += n
             lines = report.first_lines.setdefault(category, [])
-            lines += [line for line in part.first_lines[category] if len(lines) < FIRST_LINES]
+            lines += [before + line for line in part.first_lines[category] if len(lines) < FIRST_LINES]
+        before += lines_in_part
     return _finish(report, spec, price_per_1m, n_epochs)
 
 
@@ -469,8 +470,8 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context(method)
 
 
-def _parts(path: Path, n: int) -> list[tuple[int, int, int]]:
-    """(start byte, end byte, number of the first line) of `n` parts cut after a newline."""
+def _parts(path: Path, n: int) -> list[tuple[int, int]]:
+    """(start byte, end byte) of up to `n` parts of about equal size, each cut after a newline."""
     size = path.stat().st_size
     cuts = [0]
     with open(path, "rb") as f:
@@ -478,29 +479,28 @@ def _parts(path: Path, n: int) -> list[tuple[int, int, int]]:
             f.seek(max(cuts[-1], size * i // n))
             f.readline()
             cuts.append(min(f.tell(), size))
-        cuts.append(size)
-        parts, line = [], 1
-        for start, end in zip(cuts, cuts[1:]):
-            if end > start:
-                parts.append((start, end, line))
-                f.seek(start)
-                remaining = end - start
-                while remaining > 0:
-                    block = f.read(min(remaining, 1 << 24))
-                    line += block.count(b"\n")
-                    remaining -= len(block)
-    return parts
+    cuts.append(size)
+    return [(start, end) for start, end in zip(cuts, cuts[1:]) if end > start]
 
 
-def _check_part(job: tuple[str, int, int, int, str, int | None, FileFormat | None]) -> Report:
+def _check_part(job: tuple[str, int, int, str, int | None, FileFormat | None]) -> tuple[Report, int]:
+    """The report of one part, its lines numbered from 1, and how many lines it has (its newlines: every
+    part but the last ends with one), counted here, in parallel, rather than in a pass before the split."""
     from configs.model_registry import lookup
 
-    path, start, end, first_line, model, limit, fmt = job
+    path, start, end, model, limit, fmt = job
     spec = lookup(model)
     with open(path, "rb") as f:
         f.seek(start)
-        return _check_lines(_lines_of(f, end - start), spec, TokenCounter(spec.encoding, threads=1), limit=limit,
-                            fmt=fmt, first_line=first_line)
+        report = _check_lines(_lines_of(f, end - start), spec, TokenCounter(spec.encoding, threads=1),
+                              limit=limit, fmt=fmt)
+        f.seek(start)
+        lines, remaining = 0, end - start
+        while remaining > 0:
+            block = f.read(min(remaining, 1 << 24))
+            lines += block.count(b"\n")
+            remaining -= len(block)
+    return report, lines
 
 
 def _lines_of(f: BinaryIO, size: int) -> Iterator[bytes]:
