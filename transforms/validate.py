@@ -9,7 +9,8 @@ chat (FineTuneChatRequestInput), preference / DPO (FineTunePreferenceRequestInpu
 tools, one assistant message each in `preferred_output` and `non_preferred_output`) and prompt/completion
 (FineTuneCompletionRequestInput, for babbage-002 and davinci-002). A file's format is the model's for
 completion models, else detected from its first line. Never crashes on odd input. Token counts are exact,
-batched, threaded, and each distinct string of a batch is encoded once.
+batched, threaded (a large file: one process per core), and each distinct short string of a batch is encoded
+once.
 """
 
 from __future__ import annotations
@@ -405,12 +406,19 @@ def _finish(report: Report, spec: ModelSpec, price_per_1m: float | None, n_epoch
     return report
 
 
+SHORT = 256  # strings up to this long (roles, system prompts, questions) repeat; longer ones rarely do
+
+
 def _count(pending: list[tuple[int, list[str], Combine]], counter: TokenCounter, report: Report) -> None:
-    """Encode the distinct strings of the batch once (threaded), then total each example."""
-    distinct = dict.fromkeys(s for _, strings, _ in pending for s in strings)
-    counts = dict(zip(distinct, counter.texts(list(distinct))))
+    """Encode the batch's strings (threaded), each distinct short one once, then total each example. Long
+    strings are encoded as they come: hashing each to find the rare repeat costs more than it saves."""
+    distinct = dict.fromkeys(s for _, strings, _ in pending for s in strings if len(s) <= SHORT)
+    long = [s for _, strings, _ in pending for s in strings if len(s) > SHORT]
+    counted = counter.texts([*distinct, *long])
+    counts = dict(zip(distinct, counted))
+    long_counts = iter(counted[len(distinct):])
     for number, strings, combine in pending:
-        tokens = combine([counts[s] for s in strings])
+        tokens = combine([counts[s] if len(s) <= SHORT else next(long_counts) for s in strings])
         report.tokens.append(tokens)
         if tokens > report.limit:
             report.add_error("too_many_tokens", number)
