@@ -9,7 +9,8 @@ chat (FineTuneChatRequestInput), preference / DPO (FineTunePreferenceRequestInpu
 tools, one assistant message each in `preferred_output` and `non_preferred_output`) and prompt/completion
 (FineTuneCompletionRequestInput, for babbage-002 and davinci-002). A file's format is the model's for
 completion models, else detected from its first line. Never crashes on odd input. Token counts are exact,
-batched, threaded, and each distinct string of a batch is encoded once.
+batched, threaded (a large file: one process per core), and each distinct short string of a batch is encoded
+once.
 """
 
 from __future__ import annotations
@@ -362,14 +363,14 @@ def validate_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: Token
 
 
 def _check_lines(lines: Iterable[bytes | str], spec: ModelSpec, counter: TokenCounter, *, limit: int | None,
-                 fmt: FileFormat | None, first_line: int = 1) -> Report:
-    """Checks and token counts of some lines; numbers start at `first_line` (a part of a file)."""
+                 fmt: FileFormat | None) -> Report:
+    """Checks and token counts of some lines, numbered from 1."""
     report = Report(limit=limit or spec.max_tokens_per_example)
     if fmt is None and spec.format == "prompt_completion":
         fmt = "prompt_completion"
     report.format = fmt
     pending: list[tuple[int, list[str], Combine]] = []
-    for number, line in enumerate(lines, start=first_line):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         report.examples += 1
@@ -405,12 +406,19 @@ def _finish(report: Report, spec: ModelSpec, price_per_1m: float | None, n_epoch
     return report
 
 
+SHORT = 256  # strings up to this long (roles, system prompts, questions) repeat; longer ones rarely do
+
+
 def _count(pending: list[tuple[int, list[str], Combine]], counter: TokenCounter, report: Report) -> None:
-    """Encode the distinct strings of the batch once (threaded), then total each example."""
-    distinct = dict.fromkeys(s for _, strings, _ in pending for s in strings)
-    counts = dict(zip(distinct, counter.texts(list(distinct))))
+    """Encode the batch's strings (threaded), each distinct short one once, then total each example. Long
+    strings are encoded as they come: hashing each to find the rare repeat costs more than it saves."""
+    distinct = dict.fromkeys(s for _, strings, _ in pending for s in strings if len(s) <= SHORT)
+    long = [s for _, strings, _ in pending for s in strings if len(s) > SHORT]
+    counted = counter.texts([*distinct, *long])
+    counts = dict(zip(distinct, counted))
+    long_counts = iter(counted[len(distinct):])
     for number, strings, combine in pending:
-        tokens = combine([counts[s] for s in strings])
+        tokens = combine([counts[s] if len(s) <= SHORT else next(long_counts) for s in strings])
         report.tokens.append(tokens)
         if tokens > report.limit:
             report.add_error("too_many_tokens", number)
@@ -422,10 +430,10 @@ PARALLEL_BYTES = 32 << 20  # files larger than this are checked by one process p
 def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, *, limit: int | None = None,
                   price_per_1m: float | None = None, n_epochs: int | None = None,
                   fmt: FileFormat | None = None, processes: int | None = None) -> Report:
-    """Validate a JSONL file. A large one is cut at line boundaries into one part per core, each checked
-    and counted in its own process (tokenizing holds the GIL too often for threads to scale)."""
+    """Validate a JSONL file. A large one is cut at line boundaries into one part per usable core, each
+    checked and counted in its own process (parsing and checking hold the GIL; only encoding releases it)."""
     path = Path(path)
-    processes = processes or (os.cpu_count() or 1)
+    processes = processes or usable_cores()
     if processes < 2 or path.stat().st_size < PARALLEL_BYTES:
         with open(path, "rb") as f:
             return validate_lines(f, spec, counter, limit=limit, price_per_1m=price_per_1m, n_epochs=n_epochs,
@@ -438,23 +446,40 @@ def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, *, limit: 
         except (orjson.JSONDecodeError, RecursionError):
             fmt = None
     parts = _parts(path, processes)
-    context = multiprocessing.get_context("spawn")
+    context = _pool_context()
+    if context.get_start_method() == "fork":
+        counter.encoding  # loaded once here, inherited by every part's process instead of read by each
     with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
-        reports = list(pool.map(_check_part, [(str(path), start, end, first_line, spec.name, limit, fmt)
-                                              for start, end, first_line in parts]))
-    report = Report(limit=reports[0].limit, format=fmt or reports[0].format)
-    for part in reports:
+        done = list(pool.map(_check_part, [(str(path), start, end, spec.name, limit, fmt) for start, end in parts]))
+    report = Report(limit=done[0][0].limit, format=fmt or done[0][0].format)
+    before = 0  # lines in the parts before this one: a part numbers its lines from 1
+    for part, lines_in_part in done:
         report.examples += part.examples
         report.tokens += part.tokens
         for category, n in part.errors.items():
             report.errors[category] += n
             lines = report.first_lines.setdefault(category, [])
-            lines += [line for line in part.first_lines[category] if len(lines) < FIRST_LINES]
+            lines += [before + line for line in part.first_lines[category] if len(lines) < FIRST_LINES]
+        before += lines_in_part
     return _finish(report, spec, price_per_1m, n_epochs)
 
 
-def _parts(path: Path, n: int) -> list[tuple[int, int, int]]:
-    """(start byte, end byte, number of the first line) of `n` parts cut after a newline."""
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, as `taskset` or a container sets it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork where the platform has it: a part's process starts in milliseconds with the encoding already
+    loaded, where a spawned one imports the package and reads the encoding file again (about a second)."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _parts(path: Path, n: int) -> list[tuple[int, int]]:
+    """(start byte, end byte) of up to `n` parts of about equal size, each cut after a newline."""
     size = path.stat().st_size
     cuts = [0]
     with open(path, "rb") as f:
@@ -462,29 +487,28 @@ def _parts(path: Path, n: int) -> list[tuple[int, int, int]]:
             f.seek(max(cuts[-1], size * i // n))
             f.readline()
             cuts.append(min(f.tell(), size))
-        cuts.append(size)
-        parts, line = [], 1
-        for start, end in zip(cuts, cuts[1:]):
-            if end > start:
-                parts.append((start, end, line))
-                f.seek(start)
-                remaining = end - start
-                while remaining > 0:
-                    block = f.read(min(remaining, 1 << 24))
-                    line += block.count(b"\n")
-                    remaining -= len(block)
-    return parts
+    cuts.append(size)
+    return [(start, end) for start, end in zip(cuts, cuts[1:]) if end > start]
 
 
-def _check_part(job: tuple[str, int, int, int, str, int | None, FileFormat | None]) -> Report:
+def _check_part(job: tuple[str, int, int, str, int | None, FileFormat | None]) -> tuple[Report, int]:
+    """The report of one part, its lines numbered from 1, and how many lines it has (its newlines: every
+    part but the last ends with one), counted here, in parallel, rather than in a pass before the split."""
     from configs.model_registry import lookup
 
-    path, start, end, first_line, model, limit, fmt = job
+    path, start, end, model, limit, fmt = job
     spec = lookup(model)
     with open(path, "rb") as f:
         f.seek(start)
-        return _check_lines(_lines_of(f, end - start), spec, TokenCounter(spec.encoding, threads=1), limit=limit,
-                            fmt=fmt, first_line=first_line)
+        report = _check_lines(_lines_of(f, end - start), spec, TokenCounter(spec.encoding, threads=1),
+                              limit=limit, fmt=fmt)
+        f.seek(start)
+        lines, remaining = 0, end - start
+        while remaining > 0:
+            block = f.read(min(remaining, 1 << 24))
+            lines += block.count(b"\n")
+            remaining -= len(block)
+    return report, lines
 
 
 def _lines_of(f: BinaryIO, size: int) -> Iterator[bytes]:
