@@ -87,10 +87,7 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     counter = TokenCounter(spec.encoding)
     epochs = config.finetune.n_epochs if config.finetune.n_epochs != "auto" else None
     fmt = ds.manifest.format if ds.manifest.format in FORMATS else None
-    # a model named in config is unknown to validate's worker processes, which look the spec up by name
-    processes = 1 if named else None
-    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt,
-                          processes=processes)
+    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt)
     dpo = config.finetune.training_method == "dpo"
     if dpo and train.format != "preference":
         raise Refused(f"{ds.train} holds {train.format} examples; training_method dpo needs preference pairs "
@@ -115,7 +112,7 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
         )
     test = None
     if ds.test.is_file() and ds.test.stat().st_size > 0:
-        test = validate_file(ds.test, spec, counter, fmt=train.format, processes=processes)
+        test = validate_file(ds.test, spec, counter, fmt=train.format)
         problems = _summary(test, skip=("insufficient_examples",))
         if problems:
             raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "

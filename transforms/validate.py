@@ -450,7 +450,7 @@ def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, *, limit: 
     if context.get_start_method() == "fork":
         counter.encoding  # loaded once here, inherited by every part's process instead of read by each
     with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
-        done = list(pool.map(_check_part, [(str(path), start, end, spec.name, limit, fmt) for start, end in parts]))
+        done = list(pool.map(_check_part, [(str(path), start, end, spec, limit, fmt) for start, end in parts]))
     report = Report(limit=done[0][0].limit, format=fmt or done[0][0].format)
     before = 0  # lines in the parts before this one: a part numbers its lines from 1
     for part, lines_in_part in done:
@@ -491,13 +491,10 @@ def _parts(path: Path, n: int) -> list[tuple[int, int]]:
     return [(start, end) for start, end in zip(cuts, cuts[1:]) if end > start]
 
 
-def _check_part(job: tuple[str, int, int, str, int | None, FileFormat | None]) -> tuple[Report, int]:
+def _check_part(job: tuple[str, int, int, ModelSpec, int | None, FileFormat | None]) -> tuple[Report, int]:
     """The report of one part, its lines numbered from 1, and how many lines it has (its newlines: every
     part but the last ends with one), counted here, in parallel, rather than in a pass before the split."""
-    from configs.model_registry import lookup
-
-    path, start, end, model, limit, fmt = job
-    spec = lookup(model)
+    path, start, end, spec, limit, fmt = job  # the spec itself: a model named in config is in no registry
     with open(path, "rb") as f:
         f.seek(start)
         report = _check_lines(_lines_of(f, end - start), spec, TokenCounter(spec.encoding, threads=1),
