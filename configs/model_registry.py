@@ -21,7 +21,7 @@ NEW_JOBS_END = date(2027, 1, 6)  # OpenAI accepts no new fine-tuning jobs from t
 WARN_DAYS = 60
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 # The fewest train examples each fine-tuning provider takes (finetune.provider); the local trainer has no minimum.
-MIN_TRAIN_EXAMPLES = {"openai": 10, "azure": 10, "local": 0}
+MIN_TRAIN_EXAMPLES = {"openai": 10, "azure": 10, "together": 1, "fireworks": 3, "local": 0}  # per provider
 # What to do about a train split below a provider's minimum (`build` warns, `finetune` refuses with it).
 FEW_EXAMPLES_REMEDY = ("crawl more pages, raise dataset.questions_per_document, use granularity: section, "
                        "or lower dataset.test_fraction")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from configs.model_registry import MIN_TRAIN_EXAMPLES
+
 GB = 1024 ** 3
 MB = 1024 ** 2
 FIRST_LINES = 3
@@ -30,9 +32,9 @@ class Target:
 
 TARGETS = {
     "together": Target("Together", frozenset({"system", "user", "assistant", "tool"}), tools=True, preference=True,
-                       max_bytes=25 * GB, min_examples=1),
+                       max_bytes=25 * GB, min_examples=MIN_TRAIN_EXAMPLES["together"]),
     "fireworks": Target("Fireworks", frozenset({"system", "user", "assistant"}), tools=False, preference=False,
-                        max_bytes=150 * MB, min_examples=3),
+                        max_bytes=150 * MB, min_examples=MIN_TRAIN_EXAMPLES["fireworks"]),
 }
 
 
