@@ -20,7 +20,7 @@ from typing import Any
 from base.state import now
 from configs import Config, EvaluationConfig, SamplingConfig, model_registry
 from finetune.backend import Backend, Refused
-from finetune.evaluate import Question, _text
+from finetune.evaluate import Question, load_questions
 from finetune.question_sets import load_set
 from finetune.scorecard import _ask, _run_pool
 from transforms.example import Example
@@ -40,20 +40,7 @@ class Saved:
 
 def train_questions(ds: DatasetVersion) -> list[Question]:
     """The train split's questions (`--questions all` asks them too), with their metadata."""
-    meta = {}
-    sidecar = ds.dir / "metadata.jsonl"
-    if sidecar.is_file():
-        for raw in sidecar.read_text(encoding="utf-8").splitlines():
-            row = json.loads(raw)
-            if row.get("split") == "train":
-                meta[row["line"]] = row
-    found = []
-    for line, raw in enumerate(ds.train.read_text(encoding="utf-8").splitlines(), start=1):
-        messages = json.loads(raw).get("messages") if raw.strip() else None
-        last = max((i for i, m in enumerate(messages or []) if m.get("role") == "assistant"), default=None)
-        if last:
-            found.append(Question(line, messages[:last], _text(messages[last].get("content")), meta.get(line, {})))
-    return found
+    return load_questions(ds, split="train")
 
 
 def _splits(ds: DatasetVersion) -> dict[str, str]:

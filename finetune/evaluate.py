@@ -62,25 +62,28 @@ class Question:
         return next((_text(m.get("content")) for m in reversed(self.prompt) if m.get("role") == "user"), "")
 
 
-def load_questions(ds: DatasetVersion, limit: int | None = None) -> list[Question]:
-    if not ds.test.is_file() or ds.test.stat().st_size == 0:
-        raise Refused(f"the test split of {ds.label} is empty: nothing to evaluate; raise dataset.test_fraction "
+def load_questions(ds: DatasetVersion, limit: int | None = None, split: str = "test") -> list[Question]:
+    """The questions of a split (each example up to its last answer, which is the reference), with their
+    metadata.jsonl rows."""
+    path = ds.dir / f"{split}.jsonl"
+    if not path.is_file() or path.stat().st_size == 0:
+        raise Refused(f"the {split} split of {ds.label} is empty: nothing to evaluate; raise dataset.test_fraction "
                       "and rebuild with `python pipeline.py build`")
     meta: dict[int, dict[str, Any]] = {}
     sidecar = ds.dir / "metadata.jsonl"
     if sidecar.is_file():
         for raw in sidecar.read_text(encoding="utf-8").splitlines():
             row = json.loads(raw)
-            if row.get("split") == "test":
+            if row.get("split") == split:
                 meta[row["line"]] = row
     questions = []
-    for line, raw in enumerate(ds.test.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
             continue
         example = json.loads(raw)
         messages = example.get("messages") if isinstance(example, dict) else None
         if not isinstance(messages, list):
-            raise Refused(f"{ds.test} line {line} is not a chat example; `evaluate` asks chat models only")
+            raise Refused(f"{path} line {line} is not a chat example; `evaluate` asks chat models only")
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if last is None or last == 0:
             continue
