@@ -1,4 +1,5 @@
 import hashlib
+import random
 
 import pytest
 import tiktoken
@@ -89,3 +90,34 @@ def test_batch_counts_equal_single_counts():
     texts = SAMPLES * 5
     assert counter.texts(texts) == [len(counter.encoding.encode_ordinary(t)) for t in texts]
 
+
+
+# Characters where pre-tokenizers differ: whitespace runs and kinds, contractions, digit groups, letter
+# and number categories, marks, joiners, special-token look-alikes.
+_TRICKY = (list(" \t\n\r\x0b\x0c\u00a0\u2003\u3000") + list("aZ09'sStTlLdDmMrReEvV.,!?-_/#$%&*()[]{}<|>\\\"`~")
+           + ["<|endoftext|>", "<|fim_prefix|>", "'s", "'LL", "’s", "\r\n", "  \n"] + list("가힣설정ㄱㅏ")
+           + list("éßΩжд中文日本語") + ["\U0001F600", "\u0301", "\u200b", "\ufeff", "١٢٣", "Ⅻ", "²", "\U0001D400"])
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_counts_are_tiktokens_on_adversarial_text(name):
+    """rs_bpe counts when its vocabulary is verified: its pre-tokenizer must split as tiktoken's pattern."""
+    pytest.importorskip("rs_bpe")
+    assert tokens._rs_bpe_count(name) is not None  # its vocabulary has the sha256 tiktoken expects
+    rng = random.Random(3)
+    texts = ["".join(rng.choice(_TRICKY) for _ in range(rng.randint(0, 40))) for _ in range(20_000)]
+    texts += SAMPLES + ["a\ud800b", " " * 5000 + "x", "1234567" * 300]
+    encoding, count = get_encoding(name), tokens.counter_for(name)
+    assert [count(t) for t in texts] == [len(encoding.encode(t, disallowed_special=())) for t in texts]
+
+
+def test_a_vocabulary_other_than_tiktokens_is_not_used(monkeypatch):
+    monkeypatch.setattr(tokens, "_expected_sha256", lambda name: "0" * 64)
+    tokens._rs_bpe_count.cache_clear()
+    tokens.counter_for.cache_clear()
+    try:
+        assert tokens._rs_bpe_count("o200k_base") is None
+        assert tokens.counter_for("o200k_base")("hello world") == 2  # tiktoken counts instead
+    finally:
+        tokens._rs_bpe_count.cache_clear()
+        tokens.counter_for.cache_clear()

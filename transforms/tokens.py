@@ -3,6 +3,11 @@
 tiktoken downloads its encoding files on first use; our machines have no internet. The files ship in
 `transforms/encodings/` and are verified against the sha256 that tiktoken itself expects before use, so a
 count here is always the count OpenAI bills — never an approximation.
+
+Counts come from rs_bpe (GitHub's linear-time `bpe` crate, whose count builds no token list: 1.6–2.5×
+tiktoken's `encode` on one core) when its vocabulary, written out as a tiktoken file, has the sha256 tiktoken
+expects for the encoding, so its ranks are the bundled file's; tests/test_tokens.py compares its counts with
+tiktoken's on adversarial text. Otherwise, and for text it cannot take (a lone surrogate), tiktoken counts.
 """
 
 from __future__ import annotations
@@ -10,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from binascii import a2b_base64  # base64.b64decode's own decoder, without its per-call checks
+from binascii import a2b_base64, b2a_base64  # base64's own codec, without its per-call checks
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import tiktoken
 from tiktoken_ext import openai_public
@@ -52,38 +57,96 @@ def _local_ranks(name: str):
     return load
 
 
-@lru_cache(maxsize=None)
-def get_encoding(name: str) -> tiktoken.Encoding:
-    """tiktoken's own constructor for `name` (pattern, special tokens), fed from the verified local file."""
+def _constructed(name: str, load: Callable[..., dict[bytes, int]]) -> dict[str, Any]:
+    """tiktoken's constructor parameters for `name` (pattern, special tokens), its ranks read by `load`."""
     constructor = openai_public.ENCODING_CONSTRUCTORS.get(name)
     if constructor is None or not (ENCODINGS_DIR / f"{name}.tiktoken").exists():
         known = sorted(p.stem for p in ENCODINGS_DIR.glob("*.tiktoken"))
         raise EncodingFileError(f"no bundled encoding {name!r}; available: {', '.join(known)}")
     with _patch_lock:
         original = openai_public.load_tiktoken_bpe
-        openai_public.load_tiktoken_bpe = _local_ranks(name)
+        openai_public.load_tiktoken_bpe = load
         try:
-            params = constructor()
+            return constructor()
         finally:
             openai_public.load_tiktoken_bpe = original
-    return tiktoken.Encoding(**params)
+
+
+@lru_cache(maxsize=None)
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """tiktoken's own constructor for `name` (pattern, special tokens), fed from the verified local file."""
+    return tiktoken.Encoding(**_constructed(name, _local_ranks(name)))
+
+
+def _expected_sha256(name: str) -> str | None:
+    expected: list[str | None] = []
+    _constructed(name, lambda _url, expected_hash=None: expected.append(expected_hash) or {})
+    return expected[0] if expected else None
+
+
+@lru_cache(maxsize=None)
+def _rs_bpe_count(name: str) -> Callable[[str], int] | None:
+    """rs_bpe's count for `name` if it is installed and holds exactly the vocabulary tiktoken expects."""
+    try:
+        from rs_bpe.bpe import openai as rs_bpe_openai  # the extension itself (its `rs_bpe.openai` shim misimports)
+    except ImportError:
+        return None
+    make = getattr(rs_bpe_openai, name, None)
+    expected = _expected_sha256(name)
+    if make is None or expected is None:
+        return None
+    tokenizer = make()
+    decode = tokenizer.bpe().decode_tokens
+    n = (ENCODINGS_DIR / f"{name}.tiktoken").read_bytes().count(b"\n")
+    try:
+        written = b"".join(b2a_base64(decode([rank]), newline=False) + b" %d\n" % rank for rank in range(n))
+    except BaseException as exc:  # a smaller vocabulary panics in Rust; pyo3's PanicException is a BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        return None
+    return tokenizer.count if hashlib.sha256(written).hexdigest() == expected else None
+
+
+@lru_cache(maxsize=None)
+def counter_for(name: str) -> Callable[[str], int]:
+    """The exact token count of a text in encoding `name`, special-token look-alikes counted as ordinary text
+    (`encode_ordinary`'s tokens: tiktoken documents `encode(text, disallowed_special=())` as the same)."""
+    fast = _rs_bpe_count(name)
+
+    def tiktoken_count(text: str) -> int:
+        try:
+            return len(get_encoding(name).encode_to_numpy(text, disallowed_special=()))
+        except UnicodeEncodeError:  # a lone surrogate: `encode` replaces it, as the API will
+            return len(get_encoding(name).encode(text, disallowed_special=()))
+
+    if fast is None:
+        get_encoding(name)  # loaded now: a caller about to fork means its processes to inherit it
+        return tiktoken_count
+
+    def count(text: str) -> int:
+        try:
+            return fast(text)
+        except UnicodeEncodeError:
+            return tiktoken_count(text)
+
+    return count
 
 
 def count_text(encoding: tiktoken.Encoding, text: str) -> int:
-    """Tokens of `text` with special-token look-alikes counted as ordinary text (`encode_ordinary`'s tokens:
-    tiktoken documents `encode(text, disallowed_special=())` as the same), without a Python list of them."""
-    return len(encoding.encode_to_numpy(text, disallowed_special=()))
+    """Tokens of `text` in `encoding` (see `counter_for`)."""
+    return counter_for(encoding.name)(text)
 
 
-def count_texts(encoding: tiktoken.Encoding, texts: Sequence[str], num_threads: int = 2) -> list[int]:
-    """Token count of each text. With threads, each takes every n-th text: one call per thread, not one future
-    per text as in tiktoken's own batch call (which gained nothing on 2 cores)."""
-    if len(texts) < 8 or num_threads < 2:
-        return [count_text(encoding, t) for t in texts]
+def count_texts(name: str, texts: Sequence[str], num_threads: int = 2) -> list[int]:
+    """Token count of each text. tiktoken releases the GIL, so with threads each takes every n-th text (one call
+    per thread, not one future per text as in tiktoken's own batch call); rs_bpe holds it, so counts alone."""
+    count = counter_for(name)
+    if len(texts) < 8 or num_threads < 2 or _rs_bpe_count(name) is not None:
+        return [count(t) for t in texts]
     counts = [0] * len(texts)
 
     def share(i: int) -> None:
-        counts[i::num_threads] = [count_text(encoding, t) for t in texts[i::num_threads]]
+        counts[i::num_threads] = [count(t) for t in texts[i::num_threads]]
 
     with ThreadPoolExecutor(num_threads, thread_name_prefix="count") as pool:
         list(pool.map(share, range(num_threads)))
@@ -120,7 +183,7 @@ class TokenCounter:
         return get_encoding(self.name)
 
     def texts(self, texts: Sequence[str], num_threads: int | None = None) -> list[int]:
-        return count_texts(self.encoding, texts, num_threads or self.threads)
+        return count_texts(self.name, texts, num_threads or self.threads)
 
     def prime(self, counts: dict[str, int]) -> None:
         """Remember counts made elsewhere (in a batch) so `cached` finds them."""
@@ -133,7 +196,7 @@ class TokenCounter:
         if n is None:
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            n = self._cache[text] = count_text(self.encoding, text)
+            n = self._cache[text] = counter_for(self.name)(text)
         return n
 
 

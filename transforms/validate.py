@@ -9,8 +9,7 @@ chat (FineTuneChatRequestInput), preference / DPO (FineTunePreferenceRequestInpu
 tools, one assistant message each in `preferred_output` and `non_preferred_output`) and prompt/completion
 (FineTuneCompletionRequestInput, for babbage-002 and davinci-002). A file's format is the model's for
 completion models, else detected from its first line. Never crashes on odd input. Token counts are exact,
-batched, threaded (a large file: one process per core), and each distinct short string of a batch is encoded
-once.
+batched (a large file: one process per core), and each distinct short string of a batch is counted once.
 """
 
 from __future__ import annotations
@@ -31,14 +30,14 @@ from configs.model_registry import MIN_TRAIN_EXAMPLES, ModelSpec
 from transforms.example import Example
 from transforms.formats import Format
 from transforms.stage import Stage, StageLog
-from transforms.tokens import TokenCounter, chat_tokens, message_strings
+from transforms.tokens import TokenCounter, chat_tokens, counter_for, message_strings
 
 FileFormat = Literal["chat", "preference", "prompt_completion"]
 FORMATS = ("chat", "preference", "prompt_completion")
 
 MIN_EXAMPLES = MIN_TRAIN_EXAMPLES["openai"]  # `validate` checks a file as OpenAI's API will
 FIRST_LINES = 5
-COUNT_BATCH = 4096  # examples whose strings are encoded together (bounded memory, threaded batches)
+COUNT_BATCH = 4096  # examples whose strings are counted together (bounded memory)
 
 CATEGORIES = {
     "invalid_json": "line is not valid JSON",
@@ -410,8 +409,8 @@ SHORT = 256  # strings up to this long (roles, system prompts, questions) repeat
 
 
 def _count(pending: list[tuple[int, list[str], Combine]], counter: TokenCounter, report: Report) -> None:
-    """Encode the batch's strings (threaded), each distinct short one once, then total each example. Long
-    strings are encoded as they come: hashing each to find the rare repeat costs more than it saves."""
+    """Count the batch's strings, each distinct short one once, then total each example. Long
+    strings are counted as they come: hashing each to find the rare repeat costs more than it saves."""
     distinct = dict.fromkeys(s for _, strings, _ in pending for s in strings if len(s) <= SHORT)
     long = [s for _, strings, _ in pending for s in strings if len(s) > SHORT]
     counted = counter.texts([*distinct, *long])
@@ -448,7 +447,7 @@ def validate_file(path: Path, spec: ModelSpec, counter: TokenCounter, *, limit: 
     parts = _parts(path, processes)
     context = _pool_context()
     if context.get_start_method() == "fork":
-        counter.encoding  # loaded once here, inherited by every part's process instead of read by each
+        counter_for(counter.name)  # loaded once here, inherited by every part's process instead of read by each
     with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
         done = list(pool.map(_check_part, [(str(path), start, end, spec, limit, fmt) for start, end in parts]))
     report = Report(limit=done[0][0].limit, format=fmt or done[0][0].format)
