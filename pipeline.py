@@ -75,9 +75,9 @@ def print_crawl(reports: list[SourceReport]) -> None:
 
 
 def print_build(result: BuildResult) -> None:
-    from transforms.version import DatasetVersion, Manifest
+    from transforms.version import DatasetVersion
 
-    version = DatasetVersion(dir=result.version_dir, manifest=Manifest.model_validate(result.manifest))
+    version = DatasetVersion(dir=result.version_dir, manifest=result.manifest)
     m, fraction = version.manifest, version.fraction
     c, t = m.counts, m.tokens
     state = ("unchanged, latest stays" if fraction == 1 else "unchanged") if result.unchanged else "built"
@@ -165,7 +165,7 @@ def _build_stage(run: Any, config: Config) -> BuildResult:
         result = build(config)
         print_build(result)
     run.record("build", build_counts(result))
-    run.set_version(result.manifest["version"])
+    run.set_version(result.manifest.version)
     return result
 
 

@@ -112,7 +112,7 @@ def build_once(config: Path) -> dict:
     result = build(load_config(config))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_mib": round(peak, 1), "seconds": round(seconds, 1), "examples": result.manifest["counts"]["examples"]}
+    return {"peak_mib": round(peak, 1), "seconds": round(seconds, 1), "examples": result.manifest.counts["examples"]}
 
 
 def measure(n: int, keep: Path | None) -> dict:

@@ -68,7 +68,7 @@ def measure(directory: Path, documents: int) -> int:
     print(f"{documents:,} documents, {size / 1e6:,.1f} MB of text, {tokens:,} tokens")
     print(f"tiktoken encode_ordinary_batch (2 threads): {baseline:6.2f} s  ({size / 1e6 / baseline:5.1f} MB/s; "
           f"{before:.2f} s before the build, {after:.2f} s after)")
-    print(f"build → {result.manifest['counts']['examples']:,} examples:  {seconds:6.2f} s  "
+    print(f"build → {result.manifest.counts['examples']:,} examples:  {seconds:6.2f} s  "
           f"({size / 1e6 / seconds:5.1f} MB/s)")
     print(f"ratio {ratio:.2f} (target ≥ {TARGET}) {'OK' if ratio >= TARGET else 'MISSED'}")
     return 0 if ratio >= TARGET else 1

@@ -15,7 +15,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from base.state import now
 from configs import Config, EvaluationConfig, SamplingConfig, model_registry
@@ -26,7 +25,7 @@ from finetune.scorecard import _ask, _run_pool
 from transforms.example import Example
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import validate_file
-from transforms.version import DatasetVersion, read_manifest
+from transforms.version import DatasetVersion, Manifest, read_manifest
 from transforms.write import DatasetWriter
 
 
@@ -104,7 +103,7 @@ def save_answers(config: Config, backend: Backend, ds: DatasetVersion, model: st
                 if errors:  # a test file may be short: it validates, it is not trained on
                     raise Refused(f"the answers of {model} do not make a valid {split} file "
                                   f"({', '.join(sorted(errors))}); nothing was saved")
-        manifest: dict[str, Any] = {
+        manifest = Manifest.model_validate({
             "created_at": now("seconds"), "dataset": name, "model": spec.name, "format": "chat",
             "counts": {"examples": counts["train"] + counts["test"], "train": counts["train"], "test": counts["test"],
                        "dropped": {"empty_answer": empty} if empty else {}},
@@ -112,7 +111,7 @@ def save_answers(config: Config, backend: Backend, ds: DatasetVersion, model: st
                         "source_label": ds.label, "sets": (["train"] if every_question else []) + sets,
                         "sampling": sampling.model_dump(), "split": "the source version's document split"},
             "files": hashes,
-        }
+        })
         target = writer.commit(manifest)
     return Saved(DatasetVersion(dir=target.resolve(), manifest=read_manifest(target)), counts["train"],
                  counts["test"], empty)

@@ -39,9 +39,9 @@ def build_fraction(config: Config, fraction: float, say: Say) -> Path:
     with recorded(config.output_dir, "build", sources=[s.name for s in config.sources]) as run:
         result = build(with_fraction(config, fraction))
         run.record("build", build_counts(result))
-        run.set_version(result.manifest["version"])
-    m, c = result.manifest, result.manifest["counts"]
-    label = f"{m['dataset']} {m['version']}" + (f" (fraction {fraction:g})" if fraction < 1 else "")
+        run.set_version(result.manifest.version)
+    m, c = result.manifest, result.manifest.counts
+    label = f"{m.dataset} {m.version}" + (f" (fraction {fraction:g})" if fraction < 1 else "")
     say(f"{'unchanged' if result.unchanged else 'built'} {label}: {c['documents']} documents → train "
         f"{c['train']}, test {c['test']} examples")
     for warning in result.warnings:

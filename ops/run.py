@@ -59,5 +59,5 @@ def crawl_counts(reports: list) -> dict:
 def build_counts(result) -> dict:
     """The ledger's build counts, from a `transforms.build.BuildResult`: totals and every stage's in/out/drops."""
     m = result.manifest
-    return {"version": m["version"], "unchanged": result.unchanged, **m["counts"],
-            "tokens": m["tokens"]["total"], "stages": m.get("stages", {}), "warnings": len(result.warnings)}
+    return {"version": m.version, "unchanged": result.unchanged, **m.counts,
+            "tokens": m.tokens["total"], "stages": m.stages, "warnings": len(result.warnings)}

@@ -143,7 +143,7 @@ def test_build_for_babbage_writes_prompt_completion_files(tmp_path):
     result = build(config)
     lines = [json.loads(line) for line in (result.version_dir / "train.jsonl").read_text("utf-8").splitlines()]
     assert lines and all(set(line) == {"prompt", "completion"} for line in lines)
-    assert result.manifest["format"] == "prompt_completion"
+    assert result.manifest.format == "prompt_completion"
 
 
 def test_empty_pages_are_dropped_with_a_reason():

@@ -110,7 +110,7 @@ def test_build_lists_duplicates_in_manifest_and_dropped_file(tmp_path):
     pages.append(page("near-copy-of-1", pages[1]["text"] + " 덧붙인 문장입니다.", title=pages[1]["title"]))
     write_pages(tmp_path / "out", pages)
     result = build(make_config(tmp_path, "test_fraction: 0.1"))
-    dedup = result.manifest["dedup"]
+    dedup = result.manifest.dedup
     assert (dedup["exact"], dedup["near"]) == (1, 1)
     dropped = [json.loads(l) for l in (result.version_dir / "dropped.jsonl").read_text("utf-8").splitlines()]
     metadata = {json.loads(l)["example_id"]: json.loads(l)["url"]

@@ -65,7 +65,7 @@ def test_evaluate_takes_a_checkpoint_model_and_asks_the_questions_of_its_jobs_ve
     with PageStore(state_path(project.root / "out")) as store:  # a newer version becomes latest
         for doc in documents(24)[20:]:
             store.save_document(doc, status=200, etag=None, last_modified=None)
-    assert build(load_config(project.config)).manifest["version"] == "v0002"
+    assert build(load_config(project.config)).manifest.version == "v0002"
     checkpoint = min(job.checkpoints, key=lambda c: c.step).model
     capsys.readouterr()
 

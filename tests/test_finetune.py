@@ -90,7 +90,7 @@ def project(tmp_path, fake, monkeypatch) -> Project:
         for doc in documents():
             store.save_document(doc, status=200, etag=None, last_modified=None)
     result = build(load_config(p.config))
-    assert result.manifest["counts"]["train"] >= 10 and result.manifest["counts"]["test"] >= 2
+    assert result.manifest.counts["train"] >= 10 and result.manifest.counts["test"] >= 2
     return p
 
 

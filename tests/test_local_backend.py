@@ -142,7 +142,7 @@ def project(tmp_path, tiny_model) -> Project:
     write_pages(tmp_path / "out", [page(f"t-{i:02d}", page_text(i), title=f"주제 {i} 안내", category="[배치] 운영 가이드")
                                    for i in range(15)])
     result = build(load_config(p.config))
-    assert result.manifest["counts"]["train"] >= 10 and result.manifest["counts"]["test"] >= 2
+    assert result.manifest.counts["train"] >= 10 and result.manifest.counts["test"] >= 2
     assert '"weight":0' in (p.version / "train.jsonl").read_text(encoding="utf-8")
     return p
 

@@ -66,7 +66,7 @@ def _pages_with_pii():
 def test_redact_mode_redacts_documents_and_examples_and_counts_in_manifest(tmp_path):
     write_pages(tmp_path / "out", _pages_with_pii())
     result = build(make_config(tmp_path, "pii: redact"))
-    assert result.manifest["pii"] == {"mode": "redact", "found": {"email": 1, "ip": 1, "phone": 1}, "documents": 1}
+    assert result.manifest.pii == {"mode": "redact", "found": {"email": 1, "ip": 1, "phone": 1}, "documents": 1}
     for name in ("train.jsonl", "test.jsonl", "documents.jsonl", "review.csv", "report.html"):
         text = (result.version_dir / name).read_text("utf-8")
         assert "kim@corp" not in text and "9876" not in text and "10.0.0.12" not in text
@@ -76,8 +76,8 @@ def test_redact_mode_redacts_documents_and_examples_and_counts_in_manifest(tmp_p
 def test_drop_mode_drops_the_examples_with_personal_data(tmp_path):
     write_pages(tmp_path / "out", _pages_with_pii())
     result = build(make_config(tmp_path, "pii: drop"))
-    assert result.manifest["counts"]["dropped"] == {"pii": 1}
-    assert result.manifest["pii"]["found"] == {"email": 1, "ip": 1, "phone": 1}
+    assert result.manifest.counts["dropped"] == {"pii": 1}
+    assert result.manifest.pii["found"] == {"email": 1, "ip": 1, "phone": 1}
     dropped = [json.loads(l) for l in (result.version_dir / "dropped.jsonl").read_text("utf-8").splitlines()]
     assert dropped[0]["reason"] == "pii" and dropped[0]["kinds"] == {"email": 1, "ip": 1, "phone": 1}
 
@@ -86,4 +86,4 @@ def test_off_keeps_pages_as_crawled(tmp_path):
     write_pages(tmp_path / "out", _pages_with_pii())
     result = build(make_config(tmp_path, "pii: 'off'"))
     assert "kim@corp.example.com" in (result.version_dir / "documents.jsonl").read_text("utf-8")
-    assert result.manifest["pii"] == {"mode": "off"}
+    assert result.manifest.pii == {"mode": "off"}

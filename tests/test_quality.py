@@ -332,7 +332,7 @@ def test_repeated_answers_show_when_exact_dedup_is_off(tmp_path):
     repeated = result.quality["checks"]["repeated_answers"]
     assert (repeated["count"], repeated["warn"]) == (3, True)
     assert repeated["groups"][0]["pages"] == 3 and "준비 중입니다" in repeated["groups"][0]["excerpt"]
-    assert result.manifest["quality"] == result.quality
+    assert result.manifest.quality == result.quality
 
 
 @pytest.mark.parametrize("first,second", [("가", "나"), ("나", "가")])

@@ -67,7 +67,7 @@ def test_report_has_counts_plots_drops_samples_and_cost(tmp_path):
     svg = base64.b64decode(plot.split(",", 1)[1]).decode("utf-8")
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and svg.count("<path") > 10
     assert "This is the first version" in text
-    assert result.manifest["files"]["report.html"]
+    assert result.manifest.files["report.html"]
 
 
 def test_report_diff_counts_added_removed_and_changed_examples(tmp_path):
@@ -97,7 +97,7 @@ def test_data_quality_section_shows_checks_and_hostile_findings_as_text(tmp_path
     for check in ("refusal-like answers", "category imbalance", "format outliers", "very short answers",
                   "repeated answers"):
         assert check in text
-    [row] = result.manifest["quality"]["checks"]["refusals"]["examples"]
+    [row] = result.manifest.quality["checks"]["refusals"]["examples"]
     assert f"{row['split']}.jsonl:{row['line']}" in text and row["example_id"] in text
     assert '<script>alert("x")</script>' in text  # the excerpt and the category name, as text
     assert f"'[온라인] 업무 가이드' has 14 examples, 'cat {HOSTILE}' 1" in text

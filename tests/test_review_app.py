@@ -93,9 +93,9 @@ def test_the_versions_page_shows_what_changed_and_the_report_links_each_example_
     (config, first), url = served
     write_pages(tmp_path / "out", guide_pages(14))  # two pages more
     second = build(config)
-    assert second.manifest["diff"]["previous"] == first.version_dir.name and second.manifest["diff"]["added"] >= 2
+    assert second.manifest.diff["previous"] == first.version_dir.name and second.manifest.diff["added"] >= 2
     versions = get(url + "/")
-    d = second.manifest["diff"]
+    d = second.manifest.diff
     assert f"examples: {d['added']} added, {d['removed']} removed, {d['changed']} changed" in versions, versions
     assert f'href="/v/{second.version_dir.name}/report#changes"' in versions
 

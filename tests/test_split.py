@@ -85,9 +85,9 @@ def test_stratified_split_gives_every_category_its_share_and_keeps_assignments(t
 def test_too_few_train_examples_build_a_version_with_a_warning(tmp_path):
     write_pages(tmp_path / "out", guide_pages(6))
     result = build(make_config(tmp_path, "test_fraction: 0.1"))
-    n_train = result.manifest["counts"]["train"]
+    n_train = result.manifest.counts["train"]
     warning = (f"the train split holds {n_train} examples, fewer than the 10 that fine-tuning with azure and "
                "openai requires (`finetune` refuses this version there); crawl more pages, raise "
                "dataset.questions_per_document, use granularity: section, or lower dataset.test_fraction")
-    assert 0 < n_train < 10 and warning in result.warnings and warning in result.manifest["warnings"]
+    assert 0 < n_train < 10 and warning in result.warnings and warning in result.manifest.warnings
     assert (result.version_dir / "train.jsonl").read_text(encoding="utf-8").count("\n") == n_train

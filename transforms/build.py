@@ -36,7 +36,7 @@ from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
 from transforms.stage import Stage, run_stages
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import CheckFormat
-from transforms.version import resolve
+from transforms.version import Manifest, resolve
 from transforms.write import RECALL_FILE, DatasetWriter
 from base.errors import Crawl2TuneError
 
@@ -48,7 +48,7 @@ class BuildError(Crawl2TuneError, RuntimeError):
 @dataclass
 class BuildResult:
     version_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     unchanged: bool
     warnings: list[str] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)  # this build's data-quality checks, also when unchanged
@@ -193,7 +193,7 @@ def _check_counts(config: Config, state: Path, out: DatasetWriter, st: Stages, w
 
 
 def _manifest(config: Config, spec: model_registry.ModelSpec, out: DatasetWriter, st: Stages, logs: list,
-              **rest: Any) -> dict[str, Any]:
+              **rest: Any) -> Manifest:
     """manifest.json of the new version (`version` is set when it is published); `rest`: warnings, quality,
     crawl, files and config_hash as they are."""
     ds = config.dataset
@@ -205,7 +205,7 @@ def _manifest(config: Config, spec: model_registry.ModelSpec, out: DatasetWriter
     for log in logs:
         dropped.update(log.dropped)
     train_tokens, test_tokens = sum(out.tokens["train"]), sum(out.tokens["test"])
-    return {
+    return Manifest.model_validate({
         "version": None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": ds.name,
@@ -238,7 +238,7 @@ def _manifest(config: Config, spec: model_registry.ModelSpec, out: DatasetWriter
         "fraction": {"value": ds.fraction, "documents_kept": out.documents,
                      "examples_outside": st.subset.outside if st.subset else 0},
         **rest,
-    }
+    })
 
 
 def _generation(config: Config, st: Stages, out: DatasetWriter, styles: Counter) -> dict[str, Any]:
@@ -289,17 +289,16 @@ def build(config: Config) -> BuildResult:
             latest = resolve(root)
             same = out.find_same(hashes, digest) if st.subset else latest if out.same_as(latest, hashes, digest) else None
             if same is not None:
-                return BuildResult(same.dir, same.manifest.model_dump(mode="json"), unchanged=True, warnings=warnings,
-                                   quality=quality)
+                return BuildResult(same.dir, same.manifest, unchanged=True, warnings=warnings, quality=quality)
             manifest = _manifest(config, spec, out, st, document_logs + example_logs, config_hash=digest,
                                  warnings=warnings, quality=quality,
                                  crawl=store.latest_crawls([s.name for s in config.sources]), files=hashes,
                                  generation=_generation(config, st, out, styles))
             diff = collector.diff(latest.dir if latest else None)
             if diff is not None:
-                manifest["diff"] = {key: diff[key] for key in ("previous", "added", "removed", "changed")}
+                manifest.diff = {key: diff[key] for key in ("previous", "added", "removed", "changed")}
 
-            def publish(folder: Path, manifest: dict[str, Any]) -> list[str]:
+            def publish(folder: Path, manifest: Manifest) -> list[str]:
                 page = render(manifest, collector, out.tokens, diff)
                 (folder / "report.html").write_text(page, encoding="utf-8")
                 return ["report.html", "review.csv"]

@@ -32,6 +32,7 @@ from transforms.example import Example
 from transforms.quality import QualityChecks
 from transforms.review_app import URL, example_url
 from transforms.stage import Dropped
+from transforms.version import Manifest
 
 SAMPLES = 6
 DROP_EXAMPLES = 5
@@ -324,41 +325,41 @@ def _generation(generation: dict[str, Any], collector: ReportCollector) -> str:
     return "".join(parts)
 
 
-def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[str, Any],
+def render(manifest: Manifest, collector: ReportCollector, tokens: dict[str, Any],
            diff: dict[str, Any] | None) -> str:
-    c, t = manifest["counts"], manifest["tokens"]
-    title = f"{manifest['dataset']} {manifest['version']}"
+    c, t = manifest.counts, manifest.tokens
+    title = f"{manifest.dataset} {manifest.version}"
 
     def link(example_id: str) -> _Html:
-        return _linked(manifest["version"], example_id)
+        return _linked(manifest.version, example_id)
 
     parts = [
         "<!DOCTYPE html><html lang=\"ko\"><head><meta charset=\"utf-8\">",
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{POLICY}\">",
         f"<title>crawl2tune report: {_e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Dataset {_e(title)}</h1>",
-        f"<p class=\"muted\">built {_e(manifest['created_at'])} for {_e(manifest['model'])} "
-        f"({_e(manifest.get('format', 'chat'))} format) · config {_e(manifest['config_hash'][:12])}</p>",
+        f"<p class=\"muted\">built {_e(manifest.created_at)} for {_e(manifest.model)} "
+        f"({_e(manifest.format or 'chat')} format) · config {_e(manifest.config_hash[:12])}</p>",
     ]
     parts.append(f'<p class="muted">Each example_id opens the example beside its source in the review app, '
                  f'while <code>python pipeline.py review serve</code> runs (at {_e(URL)}).</p>')
-    if manifest.get("warnings"):
+    if manifest.warnings:
         parts.append('<div class="warn"><strong>Warnings</strong><ul>'
-                     + "".join(f"<li>{_e(w)}</li>" for w in manifest["warnings"]) + "</ul></div>")
+                     + "".join(f"<li>{_e(w)}</li>" for w in manifest.warnings) + "</ul></div>")
     parts.append("<h2>Summary</h2>")
     summary = [
         ["documents", c["documents"]], ["examples", c["examples"]], ["train", c["train"]], ["test", c["test"]],
         ["dropped", sum(c["dropped"].values())], ["tokens (all examples)", t["total"]],
         ["tokens (train)", t["train"]], ["largest example", t["max_example"]], ["token limit", t["limit"]],
-        ["epochs", manifest["n_epochs"]], ["billed tokens", manifest["billed_tokens"]],
-        ["estimated training cost (USD)", manifest["estimated_cost_usd"]],
+        ["epochs", manifest.n_epochs], ["billed tokens", manifest.billed_tokens],
+        ["estimated training cost (USD)", manifest.estimated_cost_usd],
     ]
-    fraction = manifest["fraction"]
+    fraction = manifest.fraction
     if fraction["value"] < 1:  # left out by design: counted, not listed with the drops
         summary.insert(4, [f"examples outside fraction {fraction['value']:g}", fraction["examples_outside"]])
     parts.append(_table(["", "value"], summary, numeric={1}))
-    if manifest.get("quality"):
-        parts.append(_quality(manifest["quality"], manifest["version"]))
+    if manifest.quality:
+        parts.append(_quality(manifest.quality, manifest.version))
     parts.append("<h2>Tokens per example</h2>")
     if c["examples"]:
         parts.append(f'<img alt="histogram of tokens per example" src="{token_histogram(tokens, t["limit"])}">')
@@ -382,10 +383,10 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         [src, collector.by_source[(src, "train")], collector.by_source[(src, "test")]] for src in sources
     ], numeric={1, 2}))
 
-    if manifest.get("generation"):
-        parts.append(_generation(manifest["generation"], collector))
+    if manifest.generation:
+        parts.append(_generation(manifest.generation, collector))
     parts.append("<h2>Dropped, by reason</h2>")
-    stage_rows = [[stage, reason, n] for stage, log in manifest["stages"].items()
+    stage_rows = [[stage, reason, n] for stage, log in manifest.stages.items()
                   for reason, n in log["dropped"].items()]
     parts.append(_table(["stage", "reason", "count"], stage_rows, numeric={2}) if stage_rows
                  else "<p>Nothing was dropped.</p>")
@@ -394,20 +395,20 @@ def render(manifest: dict[str, Any], collector: ReportCollector, tokens: dict[st
         parts.append(_table(["url", "detail", "text"], [[x["url"], x["detail"], x["text"]] for x in examples]))
 
     extra = []
-    if manifest.get("pii"):
-        pii = manifest["pii"]
+    if manifest.pii:
+        pii = manifest.pii
         extra.append(["personal data", f"{pii.get('mode')}: " + (", ".join(
             f"{kind} {n:,}" for kind, n in pii.get("found", {}).items()) or "none found")])
-    if manifest.get("dedup"):
-        d = manifest["dedup"]
+    if manifest.dedup:
+        d = manifest.dedup
         extra.append(["duplicates", f"exact {d['exact']:,}, near {d['near']:,} (threshold {d['threshold']})"])
-    if manifest.get("review"):
-        r = manifest["review"]
+    if manifest.review:
+        r = manifest.review
         extra.append(["review decisions", f"excluded {r['excluded']:,}, edited {r['edited']:,}, stored "
                                           f"{r['stored']:,}, not matching any example {r['unmatched']:,}"])
     if extra:
         parts.append("<h2>Personal data, duplicates, review</h2>" + _table(["", ""], extra))
-        pairs = (manifest.get("dedup") or {}).get("pairs") or []
+        pairs = manifest.dedup.get("pairs") or []
         if pairs:
             parts.append(_table(["dropped example", "duplicate of", "kind", "similarity"], [
                 [p["example_id"], link(p["duplicate_of"]), p["kind"], p["similarity"]] for p in pairs[:DIFF_ROWS]]))

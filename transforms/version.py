@@ -116,10 +116,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_manifest(version_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write manifest.json atomically, after checking it against `Manifest`."""
-    Manifest.model_validate(manifest)
-    write_json_atomic(Path(version_dir) / "manifest.json", manifest)
+def write_manifest(version_dir: Path, manifest: Manifest) -> None:
+    """Write manifest.json atomically: the fields that were set (an older reader sees the keys it knows)."""
+    write_json_atomic(Path(version_dir) / "manifest.json", manifest.model_dump(mode="json", exclude_unset=True))
 
 
 def versions(root: Path) -> list[Path]:

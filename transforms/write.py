@@ -23,7 +23,7 @@ from crawlers.document import Document
 from transforms.example import Example
 from transforms.formats import Format
 from transforms.stage import Dropped
-from transforms.version import SPLITS, DatasetVersion, read_manifest, versions, write_manifest
+from transforms.version import SPLITS, DatasetVersion, Manifest, read_manifest, versions, write_manifest
 
 DATA_FILES = ("train.jsonl", "test.jsonl", "metadata.jsonl", "documents.jsonl", "dropped.jsonl")
 RECALL_FILE = "eval_recall.jsonl"  # generated builds only: the held-out paraphrases, never trained on
@@ -128,8 +128,7 @@ class DatasetWriter:
         candidates = (DatasetVersion(dir=v.resolve(), manifest=read_manifest(v)) for v in reversed(versions(self.root)))
         return next((v for v in candidates if self.same_as(v, hashes, config_hash)), None)
 
-    def commit(self, manifest: dict[str, Any],
-               before_publish: Callable[[Path, dict[str, Any]], list[str]] | None = None, *,
+    def commit(self, manifest: Manifest, before_publish: Callable[[Path, Manifest], list[str]] | None = None, *,
                latest: bool = True) -> Path:
         """Write the manifest and rename the temp folder to the next version; point `latest` at it (unless
         `latest` is false).
@@ -142,10 +141,10 @@ class DatasetWriter:
         number = int(existing[-1].name[1:]) + 1 if existing else 1
         while True:
             target = self.root / f"v{number:04d}"
-            manifest["version"] = target.name
+            manifest.version = target.name
             if before_publish is not None:
                 for name in before_publish(self.tmp, manifest):
-                    manifest["files"][name] = sha256_file(self.tmp / name)
+                    manifest.files[name] = sha256_file(self.tmp / name)
             write_manifest(self.tmp, manifest)
             try:
                 os.rename(self.tmp, target)  # atomic; fails if a concurrent build took the number
