@@ -538,6 +538,10 @@ class JudgeConfig(Section):
         None, pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="environment variable holding its API key (the name, never the key); default: the "
         "fine-tuning API's key")
+    max_tokens: int | None = Field(
+        None, ge=1, description="cap on each grade's reply; unset: none (the local backend stops at 512). A grade "
+        "is one short JSON line, so 200 is plenty for a judge that does not reason first, and keeps a local "
+        "judge from writing 512 tokens when it strays")
 
 
 class EmbeddingsConfig(Section):

@@ -516,15 +516,18 @@ def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str],
     judge = None
     if settings.judge is not None:
         judge = Judge(judge_backend(settings.judge, config.finetune, config.output_dir, backend),
-                      settings.judge.model, config.output_dir)
+                      settings.judge.model, config.output_dir, max_tokens=settings.judge.max_tokens)
     say(f"asking {_listing(named)} the {', '.join(sets)} questions of {ds.label}"
         + (f", each also with the top {k} sections of its index" if rag else "")
         + (f"; {settings.judge.model} grades the answers" if settings.judge else "")
         + f" ({describe(settings)}, {settings.concurrency} at a time)")
     card = scorecard.run(backend, ds, named, sets, settings, index=index, k=k, judge=judge)
     what = "judge score" if card.headline == "judge" else "chrF"
+    ungraded = sum(a.get("grade") is None for r in card.rows for a in r["answers"].values()) if judge else 0
     say(f"evaluated {len(card.rows)} questions ({', '.join(sets)}); headline: {what} (0–1, 95 % interval)"
-        + (f", {card.judge_requests} judge requests" if judge else ""))
+        + (f", {card.judge_requests} judge requests" if judge else "")
+        + (f"; {ungraded} answers ungraded: the judge's reply held no grade (not cached, asked again next run; "
+           "the reasons are in results.jsonl)" if ungraded else ""))
     width = max(len(c) for c in card.columns)
     for set_name in sets:
         entry = card.summary["sets"][set_name]
