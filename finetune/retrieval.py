@@ -19,11 +19,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from base import state as base_state
+from configs import RetrievalConfig
 from finetune.backend import Refused
 from transforms.version import DatasetVersion
+
+if TYPE_CHECKING:
+    from finetune.embeddings import Embedder
 
 _WORD = re.compile(r"\w+")
 _SCHEMA = """
@@ -230,9 +234,9 @@ class HybridIndex(Index):
         return fused
 
 
-def open_index(ds: DatasetVersion, retrieval: Any, embedder: Any = None) -> Index:
-    """The index `retrieval.method` names (a `RetrievalConfig`), built by `index` before; embeddings need the
-    `finetune.embeddings.Embedder` that embeds the questions."""
+def open_index(ds: DatasetVersion, retrieval: RetrievalConfig, embedder: Embedder | None = None) -> Index:
+    """The index `retrieval.method` names, built by `index` before; embeddings need the `Embedder` that embeds
+    the questions."""
     if retrieval.method == "bm25":
         return load_index(ds, retrieval.tokenizer)
     from finetune import embeddings

@@ -82,7 +82,7 @@ def test_recall_at_k_of_embeddings_is_exact_on_known_source_sections(tmp_path, f
     assert embedder.requests == 2  # the question's vector came from the cache
 
 
-def test_index_counts_tokens_before_sending_and_a_rerun_sends_nothing(project, capsys, monkeypatch):  # noqa: F811
+def test_index_counts_tokens_before_sending_and_a_rerun_sends_nothing(project, capsys):  # noqa: F811
     project.write_config(finetune="  evaluation:\n" + EMBEDDINGS % "embeddings")
     ds = retrieval.DatasetVersion(dir=project.version)
     texts = [s.text for s in retrieval.version_sections(ds)]
@@ -163,3 +163,22 @@ def test_a_missing_embeddings_index_or_key_is_one_line(project, capsys, monkeypa
     err = capsys.readouterr().err
     assert err.startswith("error: no API key for the embeddings endpoint: set EMBED_KEY") and err.count("\n") == 1
     assert embedding_requests(project.fake) == []
+
+
+def test_an_interrupted_index_keeps_the_batches_that_arrived(project, capsys):  # noqa: F811
+    project.write_config(finetune="  evaluation:\n" + EMBEDDINGS % "embeddings")
+    texts = [s.text for s in retrieval.version_sections(retrieval.DatasetVersion(dir=project.version))]
+    sent = openai.OpenAI.post
+
+    def refuse_the_second(self, path, **kwargs):
+        if path == "/embeddings" and len(embedding_requests(project.fake)) == 1:
+            project.fake.fail_next(400, path="/v1/embeddings")
+        return sent(self, path, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openai.OpenAI, "post", refuse_the_second)
+        assert project.run("index") == 1
+    assert "error: embedding 8 texts with text-embedding-3-small at http://127.0.0.1:" in capsys.readouterr().err
+    assert project.run("index") == 0
+    assert f"; {len(texts) - 8} embedded in {len(embedding_requests(project.fake)) - 2} requests, 8 unchanged)" \
+        in capsys.readouterr().out  # the first batch was kept: not paid for twice
