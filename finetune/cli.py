@@ -566,7 +566,7 @@ def cmd_index(config: Config, *, dataset: str, tokenizer: str | None, method: st
               estimate: bool = False, say: Say) -> int:
     """`index`: the version's retrieval index (BM25, embeddings or both), redoing only sections not seen before;
     with `estimate`, only what embedding them would send."""
-    from finetune import embeddings, retrieval
+    from finetune import retrieval
 
     ds = resolve_dataset(config, dataset)
     settings = config.finetune.evaluation.retrieval
@@ -586,6 +586,8 @@ def cmd_index(config: Config, *, dataset: str, tokenizer: str | None, method: st
         f"{embedder.estimate([s.text for s in sections]).describe()}")
     if estimate:
         return 0
+    from finetune import embeddings
+
     built = embeddings.build_index(ds, embedder)
     say(f"indexed {built.sections} sections of {ds.label} ({settings.embeddings.model} vectors, {built.dimensions} "
         f"dimensions; {built.tokenized} embedded in {built.requests} request{'s' * (built.requests != 1)}, "
