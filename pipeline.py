@@ -434,7 +434,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from finetune import cli
 
-    return cli.cmd_index(_config(args), dataset=args.dataset, tokenizer=args.tokenizer, say=say)
+    return cli.cmd_index(_config(args), dataset=args.dataset, tokenizer=args.tokenizer, method=args.method,
+                         estimate=args.estimate, say=say)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -692,11 +693,15 @@ def parser() -> argparse.ArgumentParser:
                    "fine-tuning backend (a deployed vLLM, Ollama, llama.cpp's server)")
     e.add_argument("--api-key-env", metavar="VAR",
                    help="with --base-url: the environment variable holding its key (default: none is sent)")
-    ix = command("index", cmd_index, "build the BM25 retrieval index of a version's sections (only changed "
-                 "sections are tokenized again)")
+    ix = command("index", cmd_index, "build the retrieval index of a version's sections, BM25 or embeddings (only "
+                 "changed sections are tokenized or embedded again)")
     ix.add_argument("--dataset", default="latest", help="version folder, version name or latest (default)")
     ix.add_argument("--tokenizer", choices=["bigram", "kiwi"],
                     help="bigram or kiwi (default: finetune.evaluation.retrieval.tokenizer)")
+    ix.add_argument("--method", choices=["bm25", "embeddings", "hybrid"],
+                    help="which index to build (default: finetune.evaluation.retrieval.method)")
+    ix.add_argument("--estimate", action="store_true",
+                    help="only count the tokens and cost of the embedding requests; send nothing")
     ak = command("ask", cmd_ask, "answer one question with one model (and the retrieved sections it was given)")
     ak.add_argument("question", help="the question")
     ak.add_argument("--model", help="model to ask (default: the config's model)")

@@ -538,15 +538,42 @@ class JudgeConfig(Section):
         None, pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="environment variable holding its API key (the name, never the key); default: the "
         "fine-tuning API's key")
+    max_tokens: int | None = Field(
+        None, ge=1, description="cap on each grade's reply; unset: none (the local backend stops at 512). A grade "
+        "is one short JSON line, so 200 is plenty for a judge that does not reason first, and keeps a local "
+        "judge from writing 512 tokens when it strays")
+
+
+class EmbeddingsConfig(Section):
+    """The OpenAI-compatible embeddings endpoint `retrieval.method: embeddings` or `hybrid` asks."""
+
+    model: str = Field("text-embedding-3-small", min_length=1, description="the embedding model, as the endpoint "
+                       "names it (text-embedding-3-small, or a vLLM / Ollama / TEI model such as bge-m3)")
+    base_url: str | None = Field(None, description="its OpenAI-compatible endpoint; default: finetune.base_url "
+                                 "where that takes OpenAI's key (provider openai, no api_key_env), else "
+                                 "OPENAI_BASE_URL, else OpenAI's")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="environment variable holding its API key (the name, never the key); "
+                             "with a base_url and the variable unset, no key is sent")
+    batch_size: int = Field(256, ge=1, le=2048, description="texts per request (the API takes 2,048 at most, and "
+                            "300,000 tokens: a batch is cut shorter to stay under that)")
+    dimensions: int | None = Field(None, ge=1, description="shorter vectors (text-embedding-3 and later); unset: "
+                                   "the model's own length")
+    price_per_1m_tokens: float | None = Field(None, ge=0, description="USD per 1M input tokens for the estimate "
+                                              "`index` prints; unset: OpenAI's list price of the model, else 0")
 
 
 class RetrievalConfig(Section):
-    """The BM25 index `python pipeline.py index` builds over a version's sections, and `--rag` asks with."""
+    """The index `python pipeline.py index` builds over a version's sections, and `--rag` asks with."""
 
+    method: Literal["bm25", "embeddings", "hybrid"] = Field(
+        "bm25", description="bm25: BM25 over the tokens below (no endpoint); embeddings: cosine similarity of "
+        "the `embeddings` endpoint's vectors; hybrid: both, fused by reciprocal rank")
     tokenizer: Literal["bigram", "kiwi"] = Field(
         "bigram", description="bigram: character bigrams of each word (no dependency); kiwi: kiwipiepy "
         "morphemes (pip install kiwipiepy); see docs/evaluation.md for their recall@5")
     k: int = Field(5, ge=1, le=50, description="sections given to a model as context with --rag")
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
 
 
 class EvaluationConfig(SamplingConfig):

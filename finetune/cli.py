@@ -507,24 +507,27 @@ def _save_answers(config: Config, backend: Backend, ds: Any, named: dict[str, st
 def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str], settings: EvaluationConfig,
                question_set: str, rag: bool, k: int | None, say: Say) -> int:
     """`evaluate --set/--rag`: the columns side by side over the question sets (finetune.scorecard)."""
-    from finetune import retrieval, scorecard
+    from finetune import scorecard
     from finetune.judge import Judge, judge_backend
 
     sets = _sets(ds, question_set, say)
     k = k or settings.retrieval.k
-    index = retrieval.load_index(ds, settings.retrieval.tokenizer) if rag else None
+    index = open_index(config, ds) if rag else None
     judge = None
     if settings.judge is not None:
         judge = Judge(judge_backend(settings.judge, config.finetune, config.output_dir, backend),
-                      settings.judge.model, config.output_dir)
+                      settings.judge.model, config.output_dir, max_tokens=settings.judge.max_tokens)
     say(f"asking {_listing(named)} the {', '.join(sets)} questions of {ds.label}"
         + (f", each also with the top {k} sections of its index" if rag else "")
         + (f"; {settings.judge.model} grades the answers" if settings.judge else "")
         + f" ({describe(settings)}, {settings.concurrency} at a time)")
     card = scorecard.run(backend, ds, named, sets, settings, index=index, k=k, judge=judge)
     what = "judge score" if card.headline == "judge" else "chrF"
+    ungraded = sum(a.get("grade") is None for r in card.rows for a in r["answers"].values()) if judge else 0
     say(f"evaluated {len(card.rows)} questions ({', '.join(sets)}); headline: {what} (0–1, 95 % interval)"
-        + (f", {card.judge_requests} judge requests" if judge else ""))
+        + (f", {card.judge_requests} judge requests" if judge else "")
+        + (f"; {ungraded} answers ungraded: the judge's reply held no grade (not cached, asked again next run; "
+           "the reasons are in results.jsonl)" if ungraded else ""))
     width = max(len(c) for c in card.columns)
     for set_name in sets:
         entry = card.summary["sets"][set_name]
@@ -540,14 +543,54 @@ def _scorecard(config: Config, backend: Backend, ds: Any, named: dict[str, str],
     return 0
 
 
-def cmd_index(config: Config, *, dataset: str, tokenizer: str | None, say: Say) -> int:
-    """`index`: the version's BM25 index, tokenizing only the sections not seen before."""
+def embedder_for(config: Config) -> Any:
+    """The embeddings client and cache of `finetune.evaluation.retrieval.embeddings`. Its endpoint defaults to
+    finetune.base_url only where that is OpenAI-compatible with OpenAI's key (provider openai, no api_key_env),
+    so a key is never sent to another service's endpoint."""
+    from finetune.embeddings import Embedder
+
+    ft = config.finetune
+    shared = ft.base_url if ft.provider == "openai" and ft.api_key_env is None else None
+    return Embedder(ft.evaluation.retrieval.embeddings, config.output_dir, base_url=shared, timeout=ft.timeout,
+                    max_retries=ft.max_retries)
+
+
+def open_index(config: Config, ds: Any) -> Any:
+    from finetune import retrieval
+
+    settings = config.finetune.evaluation.retrieval
+    return retrieval.open_index(ds, settings, embedder_for(config) if settings.method != "bm25" else None)
+
+
+def cmd_index(config: Config, *, dataset: str, tokenizer: str | None, method: str | None = None,
+              estimate: bool = False, say: Say) -> int:
+    """`index`: the version's retrieval index (BM25, embeddings or both), redoing only sections not seen before;
+    with `estimate`, only what embedding them would send."""
     from finetune import retrieval
 
     ds = resolve_dataset(config, dataset)
-    name = tokenizer or config.finetune.evaluation.retrieval.tokenizer
-    built = retrieval.build_index(ds, config.output_dir, name)
-    say(f"indexed {built.sections} sections of {ds.label} ({name} tokens; {built.tokenized} tokenized, "
+    settings = config.finetune.evaluation.retrieval
+    method = method or settings.method
+    if method != "embeddings" and not estimate:
+        name = tokenizer or settings.tokenizer
+        built = retrieval.build_index(ds, config.output_dir, name)
+        say(f"indexed {built.sections} sections of {ds.label} ({name} tokens; {built.tokenized} tokenized, "
+            f"{built.reused} unchanged): {built.path}")
+    if method == "bm25":
+        if estimate:
+            say("bm25 sends no request: nothing to estimate (--method embeddings or hybrid)")
+        return 0
+    embedder = embedder_for(config)
+    sections = retrieval.version_sections(ds)
+    say(f"embedding {len(sections)} sections of {ds.label} with {settings.embeddings.model}: "
+        f"{embedder.estimate([s.text for s in sections]).describe()}")
+    if estimate:
+        return 0
+    from finetune import embeddings
+
+    built = embeddings.build_index(ds, embedder)
+    say(f"indexed {built.sections} sections of {ds.label} ({settings.embeddings.model} vectors, {built.dimensions} "
+        f"dimensions; {built.tokenized} embedded in {built.requests} request{'s' * (built.requests != 1)}, "
         f"{built.reused} unchanged): {built.path}")
     return 0
 
@@ -569,7 +612,7 @@ def cmd_ask(config: Config, *, question: str, model: str | None, rag: bool, k: i
     sources: list[retrieval.Section] = []
     if rag:
         ds = resolve_dataset(config, dataset)
-        sources = retrieval.load_index(ds, settings.retrieval.tokenizer).search(question, k or settings.retrieval.k)
+        sources = open_index(config, ds).search(question, k or settings.retrieval.k)
         messages.insert(0, retrieval.context_message(sources))
     sampling = SamplingConfig.model_validate(settings.model_dump(include=set(SamplingConfig.model_fields)))
     reply = backend.chat(name, messages, sampling=sampling.model_copy(update={"n": 1}))[0]

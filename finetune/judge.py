@@ -75,14 +75,17 @@ def parse_grade(reply: str) -> Grade:
                     reason = " ".join(str(obj.get("reason") or "").split())
                     return Grade(grade, reason[:300])
             break
+    if not reply.strip():
+        return Grade(None, "the judge's reply was empty")
     return Grade(None, "the judge's reply held no grade: " + " ".join(reply.split())[:120])
 
 
 class Judge:
     """Grades answers with `model` through `backend`, reading and writing the grade cache under `output_dir`."""
 
-    def __init__(self, backend: Backend, model: str, output_dir: Path):
+    def __init__(self, backend: Backend, model: str, output_dir: Path, max_tokens: int | None = None):
         self.backend, self.model = backend, model
+        self.sampling = SamplingConfig(temperature=0, max_tokens=max_tokens)
         self.template = prompt_template()
         self.path = base_state.state_path(output_dir)
         self.requests = 0  # sent by this Judge (not answered from the cache)
@@ -113,7 +116,7 @@ class Judge:
         with self._lock:
             self.requests += 1
         messages = judge_messages(self.template, question, reference, source, answer)
-        reply = self.backend.chat(self.model, messages, sampling=SamplingConfig(temperature=0))[0]
+        reply = self.backend.chat(self.model, messages, sampling=self.sampling)[0]
         grade = parse_grade(reply.text)
         if grade.grade is not None:
             db = base_state.connect(self.path)

@@ -7,7 +7,8 @@ word, ASCII words whole; no dependency) and `kiwi` (kiwipiepy's content morpheme
 tokenizes only the sections whose text changed since the last index (their tokens are kept in the state,
 table `retrieval_tokens`), then builds the BM25 matrix from all tokens, which is fast; IDF is global, so the
 matrix itself is always rebuilt. `recall_at_k` is the exact share of questions whose source section is among
-the top k.
+the top k. `finetune.embeddings` holds the other `method`s' half (vectors from an embeddings endpoint);
+`HybridIndex` fuses the two rankings and `open_index` opens the one the config names.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from base import state as base_state
+from configs import RetrievalConfig
 from finetune.backend import Refused
 from transforms.version import DatasetVersion
+
+if TYPE_CHECKING:
+    from finetune.embeddings import Embedder
 
 _WORD = re.compile(r"\w+")
 _SCHEMA = """
@@ -117,13 +122,20 @@ class IndexBuild:
 
 
 class Index:
-    """A built index: `search(question, k)` → the k best sections, best first."""
+    """A built index: `search(question, k)` → the k best sections, best first; `sections` all it holds."""
 
-    def __init__(self, retriever, sections: list[Section], tokenizer: str):
-        self.retriever, self.sections, self.tokenizer = retriever, sections, tokenizer
+    sections: list[Section]
 
     def search(self, question: str, k: int) -> list[Section]:
         return self.search_many([question], k)[0]
+
+    def search_many(self, questions: Sequence[str], k: int) -> list[list[Section]]:
+        raise NotImplementedError
+
+
+class BM25Index(Index):
+    def __init__(self, retriever, sections: list[Section], tokenizer: str):
+        self.retriever, self.sections, self.tokenizer = retriever, sections, tokenizer
 
     def search_many(self, questions: Sequence[str], k: int) -> list[list[Section]]:
         k = min(k, len(self.sections))
@@ -143,10 +155,10 @@ def _bm25(token_lists: list[list[str]]):
     return retriever
 
 
-def build_in_memory(sections: list[Section], tokenizer: str) -> Index:
+def build_in_memory(sections: list[Section], tokenizer: str) -> BM25Index:
     """An index not saved anywhere (the tokenizer comparison, the benchmark)."""
     tokenize = TOKENIZERS[tokenizer]
-    return Index(_bm25([tokenize(s.text) for s in sections]), sections, tokenizer)
+    return BM25Index(_bm25([tokenize(s.text) for s in sections]), sections, tokenizer)
 
 
 def index_dir(ds: DatasetVersion, tokenizer: str) -> Path:
@@ -186,7 +198,7 @@ def build_index(ds: DatasetVersion, output_dir: Path, tokenizer: str) -> IndexBu
     return IndexBuild(target, len(sections), len(fresh), len(sections) - len(fresh))
 
 
-def load_index(ds: DatasetVersion, tokenizer: str) -> Index:
+def load_index(ds: DatasetVersion, tokenizer: str) -> BM25Index:
     import bm25s
 
     folder = index_dir(ds, tokenizer)
@@ -194,7 +206,43 @@ def load_index(ds: DatasetVersion, tokenizer: str) -> Index:
         raise Refused(f"{ds.label} has no {tokenizer} retrieval index: run python pipeline.py index "
                       f"--dataset {ds.version}")
     sections = [Section(**json.loads(raw)) for raw in (folder / "sections.jsonl").read_text("utf-8").splitlines()]
-    return Index(bm25s.BM25.load(str(folder / "bm25")), sections, tokenizer)
+    return BM25Index(bm25s.BM25.load(str(folder / "bm25")), sections, tokenizer)
+
+
+class HybridIndex(Index):
+    """BM25 and embeddings fused by reciprocal rank: a section's score is the sum over both rankings of
+    1 / (RRF_K + its rank), over each one's top `depth`; no score scales to reconcile."""
+
+    RRF_K = 60
+
+    def __init__(self, bm25: Index, embeddings: Index, depth: int = 50):
+        self.bm25, self.embeddings, self.depth = bm25, embeddings, depth
+        self.sections = bm25.sections
+
+    def search_many(self, questions: Sequence[str], k: int) -> list[list[Section]]:
+        depth = max(k, self.depth)
+        fused = []
+        for lexical, semantic in zip(self.bm25.search_many(questions, depth),
+                                     self.embeddings.search_many(questions, depth)):
+            score: dict[str, float] = {}
+            by_id: dict[str, Section] = {}
+            for ranking in (lexical, semantic):
+                for rank, section in enumerate(ranking, start=1):
+                    score[section.id] = score.get(section.id, 0.0) + 1.0 / (self.RRF_K + rank)
+                    by_id[section.id] = section
+            fused.append([by_id[i] for i in sorted(score, key=lambda i: -score[i])[:k]])
+        return fused
+
+
+def open_index(ds: DatasetVersion, retrieval: RetrievalConfig, embedder: Embedder | None = None) -> Index:
+    """The index `retrieval.method` names, built by `index` before; embeddings need the `Embedder` that embeds
+    the questions."""
+    if retrieval.method == "bm25":
+        return load_index(ds, retrieval.tokenizer)
+    from finetune import embeddings
+
+    semantic = embeddings.load_index(ds, embedder)
+    return semantic if retrieval.method == "embeddings" else HybridIndex(load_index(ds, retrieval.tokenizer), semantic)
 
 
 def recall_at_k(retrieved: Iterable[Sequence[str]], sources: Iterable[str], k: int) -> float:

@@ -1,8 +1,9 @@
-"""A local fake of the OpenAI files, uploads, fine-tuning, models and chat-completions API.
+"""A local fake of the OpenAI files, uploads, fine-tuning, models, chat-completions and embeddings API.
 
 Tests point the real ``openai`` SDK at it (``base_url=fake.base_url``); request bodies are validated
 with jsonschema against ``tests/openai_schemas.json`` (the request, response and training-line schemas of the public
-OpenAI spec that the fake routes use, descriptions dropped) plus the platform rules of the fine-tuning guide.
+OpenAI spec that the fake routes use, descriptions dropped) plus the platform rules of the fine-tuning guide;
+embeddings requests against ``tests/embeddings_schema.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import random
 import re
 import socket
 import string
+import struct
 import threading
 import time
 import urllib.parse
@@ -34,6 +36,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 SPEC_PATH = Path(__file__).with_name("openai_schemas.json")
+EMBEDDINGS_SPEC = json.loads(Path(__file__).with_name("embeddings_schema.json").read_text(encoding="utf-8"))
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -74,6 +77,8 @@ FINE_TUNE_MIME_TYPES = {"text/jsonl", "application/jsonl", "application/x-ndjson
 UPLOAD_TTL_SECONDS = 3600
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BASE_MODEL_REPLY = "I'm not sure about that. Could you share more details about what you need?"
+EMBEDDING_MODELS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+EMBEDDING_INPUT_TOKENS, EMBEDDING_REQUEST_TOKENS = 8192, 300_000
 JUDGE_MODEL = "judge-fake-1"  # grades the answer in a judge prompt against its reference (see `judged`)
 
 # Stand-ins for schemas the extract references but does not include ("dangling_refs_not_included").
@@ -838,6 +843,46 @@ def _between(text: str, tag: str) -> str:
     return found[1] if found else ""
 
 
+@functools.lru_cache(maxsize=None)
+def _embeddings_validator(name: str) -> jsonschema.protocols.Validator:
+    schema = {**EMBEDDINGS_SPEC["components"]["schemas"][name], "components": EMBEDDINGS_SPEC["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _input_error(given: Any, error: ValidationError) -> ValidationError:
+    """For an array `input` that matches no form: the error of the form its first item picks (strings, tokens,
+    token arrays)."""
+    if not isinstance(given, list) or not given:
+        return error
+    kind = {str: "string", int: "integer", list: "array"}.get(type(given[0]))
+    forms = EMBEDDINGS_SPEC["components"]["schemas"]["CreateEmbeddingRequest"]["properties"]["input"]["anyOf"]
+    form = next((f for f in forms if f["type"] == "array" and f["items"]["type"] == kind), None)
+    if form is None:
+        return error
+    found = best_match(jsonschema.Draft202012Validator({"properties": {"input": form}}).iter_errors({"input": given}))
+    return found or error
+
+
+@functools.lru_cache(maxsize=65536)
+def _feature(gram: str) -> tuple[int, float]:
+    h = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "little")
+    return h >> 1, 1.0 if h & 1 else -1.0
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """The fake's embedding: the character bigrams of each lower-cased word (a one-letter word whole), each hashed
+    to a coordinate and a sign and counted, L2-normalised. Texts that share bigrams point the same way, so cosine
+    retrieval behaves like bag-of-bigrams matching: deterministic and meaningful on a fixture, and nothing about
+    a real model's quality."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"\w+", text.lower()):
+        for gram in ([word] if len(word) < 2 else [word[i:i + 2] for i in range(len(word) - 1)]):
+            slot, sign = _feature(gram)
+            vector[slot % dimensions] += sign
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 def judged(prompt: str) -> str:
     """The fake judge's reply to a judge prompt: the word F1 of <answer> against <reference> gives the grade
     (0.6 correct, 0.25 partly correct), a declining answer to a declining reference is rightly declined; the JSON
@@ -1046,6 +1091,7 @@ class FakeOpenAI:
             ("POST", re.compile(r"/fine_tuning/jobs/([^/]+)/resume"), self._resume_job),
             ("DELETE", re.compile(r"/models/(.+)"), self._delete_model),
             ("POST", re.compile(r"/chat/completions"), self._chat_completion),
+            ("POST", re.compile(r"/embeddings"), self._embeddings),
         ]
 
     # ---- lifecycle
@@ -1681,6 +1727,59 @@ class FakeOpenAI:
         if best is None or best_score < self.ft_match_threshold:
             return None
         return recalled(best, step, plan, memorised=False)
+
+    def _embeddings(self, *, query: dict, body: Any) -> dict[str, Any]:
+        """POST /v1/embeddings, checked against tests/embeddings_schema.json and the API's limits; the vectors
+        are `embedding_vector`'s, as float lists or (encoding_format base64, the SDK's default) base64 of
+        little-endian float32."""
+        if not isinstance(body, dict):
+            raise _bad(f"Invalid type for 'body': expected an object, but got {_type_word(body)} instead.",
+                       code="invalid_type")
+        if body.get("input") in ("", []):
+            raise _bad("'$.input' is invalid. Please check the API reference: "
+                       "https://platform.openai.com/docs/api-reference.")
+        error = best_match(_embeddings_validator("CreateEmbeddingRequest").iter_errors(body))
+        if error is not None and list(error.absolute_path) == ["input"] and error.validator == "anyOf":
+            error = _input_error(body["input"], error)  # the branch of the array's kind says what is wrong
+        if error is not None:
+            message, param, code = describe_validation_error(error)
+            raise _bad(message, param=param, code=code)
+        model, given = body["model"], body["input"]
+        if model not in EMBEDDING_MODELS:
+            raise _not_found(f"The model `{model}` does not exist or you do not have access to it.",
+                             code="model_not_found")
+        dimensions = body.get("dimensions", EMBEDDING_MODELS[model])
+        if "dimensions" in body and not model.startswith("text-embedding-3"):
+            raise _bad("This model does not support specifying dimensions.", param="dimensions")
+        if dimensions > EMBEDDING_MODELS[model]:
+            raise _bad(f"Invalid value for 'dimensions' = {dimensions}. Must be less than or equal to "
+                       f"{EMBEDDING_MODELS[model]}.", param="dimensions")
+        if isinstance(given, str) or (given and isinstance(given[0], int)):
+            given = [given]
+        texts = [item if isinstance(item, str) else " ".join(map(str, item)) for item in given]
+        if any(t == "" for t in texts):
+            raise _bad("'$.input' is invalid. Please check the API reference: "
+                       "https://platform.openai.com/docs/api-reference.")
+        tokens = [count_tokens(t) if isinstance(item, str) else len(item) for t, item in zip(texts, given)]
+        if max(tokens) > EMBEDDING_INPUT_TOKENS:
+            raise _bad(f"This model's maximum context length is {EMBEDDING_INPUT_TOKENS} tokens, however you "
+                       f"requested {max(tokens)} tokens ({max(tokens)} in your prompt; 0 for the completion). "
+                       "Please reduce your prompt; or completion length.")
+        if sum(tokens) > EMBEDDING_REQUEST_TOKENS:
+            raise _bad(f"Requested {sum(tokens)} tokens, max {EMBEDDING_REQUEST_TOKENS} tokens per request",
+                       param="input")
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts):
+            vector = embedding_vector(text, dimensions)
+            data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(
+                struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector})
+        result = {"object": "list", "data": data, "model": model,
+                  "usage": {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)}}
+        error = best_match(_embeddings_validator("CreateEmbeddingResponse").iter_errors(result))
+        if error is not None:
+            self.schema_violations.append(f"POST /embeddings -> CreateEmbeddingResponse: {error.message}")
+        return result
 
     def _chat_completion(self, *, query: dict, body: Any) -> Any:
         validate_request("CreateChatCompletionRequest", body)
