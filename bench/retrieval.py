@@ -4,6 +4,9 @@
    site (bench/data/sample_recall_questions.jsonl: 22 questions a user would ask, phrased with particles and
    without the page titles where possible, each naming its source section), over the sample's latest version
    (build it first: `python pipeline.py run`).
+   Then bm25, embeddings and their hybrid (reciprocal rank fusion) on the same set, the vectors from the test
+   suite's fake server (hashed character bigrams, tests/fake_openai.py): this exercises the embeddings path
+   end to end; it says nothing of a real embedding model's recall.
 2. Scale: build time and p95 latency of one query at a time on 100,000 synthetic Korean sections, against a
    10,000-section baseline built the same way (the ratio is printed); the target is p95 < 20 ms.
 
@@ -57,6 +60,31 @@ def compare_tokenizers(k: int = 5) -> None:
         found = [[s.id for s in hits] for hits in index.search_many([r["question"] for r in rows], k)]
         print(f"  {name:<7} recall@1 {retrieval.recall_at_k(found, sources, 1):.3f}  "
               f"recall@{k} {retrieval.recall_at_k(found, sources, k):.3f}")
+    compare_methods(ds, sections, rows, sources, k)
+
+
+def compare_methods(ds, sections, rows, sources, k: int = 5) -> None:
+    import tempfile
+
+    import openai
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from configs import EmbeddingsConfig
+    from fake_openai import FakeOpenAI
+    from finetune import embeddings
+
+    questions = [r["question"] for r in rows]
+    print(f"methods on {ds.label} (embeddings: the fake server's hashed-bigram vectors):")
+    with FakeOpenAI() as fake, tempfile.TemporaryDirectory() as state:
+        client = openai.OpenAI(api_key=fake.api_key, base_url=fake.base_url)
+        embedder = embeddings.Embedder(EmbeddingsConfig(), Path(state), client=client)
+        semantic = embeddings.EmbeddingIndex(embedder.embed([s.text for s in sections]), sections, embedder)
+        lexical = retrieval.build_in_memory(sections, "bigram")
+        for name, index in (("bm25", lexical), ("embeddings", semantic),
+                            ("hybrid", retrieval.HybridIndex(lexical, semantic))):
+            found = [[s.id for s in hits] for hits in index.search_many(questions, k)]
+            print(f"  {name:<10} recall@1 {retrieval.recall_at_k(found, sources, 1):.3f}  "
+                  f"recall@{k} {retrieval.recall_at_k(found, sources, k):.3f}")
 
 
 def synthetic_sections(n: int, seed: int = 0) -> list[retrieval.Section]:
