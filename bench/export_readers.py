@@ -11,10 +11,11 @@ Datasets: the version the sample run built (`python pipeline.py run`, or --datas
 versions built here from the same crawl (section granularity, two turns per example; train_on last and all), so
 per-message weights (Axolotl) and mask_history (LLaMA-Factory) are both exercised. Tokenizers: byte-level BPEs
 trained here on the dataset's text, each with a chat template in the shape of a model family (the tests' plain
-one, ChatML as Qwen uses, Llama-3's headers); nothing is downloaded. LLaMA-Factory is given no `template`, so it
-parses the tokenizer's own. sequence_len / cutoff_len are raised above the longest example: the tools cut long
-examples differently (Axolotl drops them, LLaMA-Factory shortens prompt and answer in proportion, our trainer
-cuts the end), which is not what is compared here.
+one; ChatML with the eos_token of a Qwen instruct model and of a base one; Llama-3's headers and BOS); nothing is
+downloaded. LLaMA-Factory is given no `template`, as the export leaves it, so it parses the tokenizer's own.
+sequence_len / cutoff_len are raised above the longest example: the tools cut long examples differently (Axolotl
+drops them, LLaMA-Factory shortens prompt and answer in proportion, our trainer cuts the end), which is not what
+is compared here.
 
 The two tools cannot share an environment with each other or with this project (Axolotl 0.21 pins trl 1.14 and
 transformers 5.20 and asks for Python 3.12; LLaMA-Factory 0.9.5 needs trl <= 0.24, transformers <= 5.6, datasets
@@ -57,13 +58,17 @@ sys.path.insert(0, str(REPO))
 
 SAMPLE_CONFIG = REPO / "configs" / "example.yaml"
 READERS = {"axolotl": "axolotl", "llama-factory": "llamafactory"}  # export format -> the module its tool installs
-TEMPLATES = {  # name -> (chat template, special tokens, eos, bos)
+TEMPLATES = {  # name -> (chat template, special tokens, eos, bos); chatml-base: ChatML on a base model's tokenizer,
+    # whose eos_token is not the turn's end (as Qwen2.5's base models: <|endoftext|>, turns end with <|im_end|>)
     "plain": ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
               "{% if add_generation_prompt %}<|assistant|>{% endif %}",
               ["<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|end|>", None),
     "chatml": ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
                ["<pad>", "<|im_start|>", "<|im_end|>"], "<|im_end|>", None),
+    "chatml-base": ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+                    ["<pad>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"], "<|endoftext|>", None),
     "llama3": ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
                "{{ m['content'] }}<|eot_id|>{% endfor %}"
                "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
