@@ -7,7 +7,8 @@ unless it carries `weight: 0`, as OpenAI trains them). Each format says that its
 assistant turn, or only the last one (`mask_history`); a Hugging Face dataset keeps the field as it is. An
 export is written to a temp folder, read back the way its trainer reads it and compared with the version,
 conversation by conversation and trained turn by trained turn; only an export that round-trips is published
-(to `<version>/exports/<format>/`, or `--out`), with `export.json` recording the check.
+(to `<version>/exports/<format>/`, or `--out`), with `export.json` recording the check. The readers here are
+re-implementations; bench/export_readers.py loads the Axolotl and LLaMA-Factory exports with the tools' own code.
 """
 
 from __future__ import annotations
