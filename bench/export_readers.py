@@ -116,6 +116,8 @@ def read_with_llama_factory(export: Path, tokenizer: str, seq: int, work: Path) 
 
 def child(args: argparse.Namespace) -> int:
     module = READERS[args.read]
+    os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",  # before the
+                       "DO_NOT_TRACK": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true"})  # hub is imported
     try:
         tool = __import__(module)
     except Exception as exc:  # a missing or broken install is reported by the parent, in one line
@@ -124,8 +126,6 @@ def child(args: argparse.Namespace) -> int:
     if args.jobs is None:
         print(getattr(tool, "__version__", "?"))
         return 0
-    os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1",
-                       "DO_NOT_TRACK": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true"})
     read = read_with_axolotl if args.read == "axolotl" else read_with_llama_factory
     jobs = json.loads(Path(args.jobs).read_text(encoding="utf-8"))
     for job in jobs:
