@@ -121,6 +121,9 @@ def test_axolotl_reads_the_weights_as_per_message_training_flags(weighted):
     assert train["type"] == "chat_template" and train["message_field_training"] == "weight"
     assert train["path"] == str(folder / "train.jsonl") and config["test_datasets"][0]["split"] == "train"
     assert config["sequence_len"] == 1024
+    # a turn's end is trained where it is not the eos_token too (Gemma's <end_of_turn>, Qwen base's <|im_end|>…)
+    assert train["train_on_eos"] == train["train_on_eot"] == "turn"
+    assert {"<|im_end|>", "<|eot_id|>", "<end_of_turn>"} <= set(config["eot_tokens"])
     exported, source = rows(folder / "train.jsonl"), rows(version_of(weighted) / "train.jsonl")
     assert [trained_turns(r["messages"]) for r in exported] == [trained_turns(r["messages"]) for r in source]
     assert any(False in trained_turns(r["messages"]) for r in exported)
@@ -132,8 +135,10 @@ def test_llama_factory_trains_only_the_last_turn_with_mask_history(weighted, pla
     info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
     assert set(info) == {"guide_v0001_train", "guide_v0001_test"}
     assert info["guide_v0001_train"]["formatting"] == "sharegpt"
-    train = yaml.safe_load((folder / "llamafactory.yaml").read_text(encoding="utf-8"))
+    text = (folder / "llamafactory.yaml").read_text(encoding="utf-8")
+    train = yaml.safe_load(text)
     assert train["mask_history"] is True and train["dataset_dir"] == str(folder)
+    assert "template" not in train and "parses the tokenizer's own chat template" in text
     assert train["dataset"] == "guide_v0001_train" and train["eval_dataset"] == "guide_v0001_test"
 
     assert main(["export", "--format", "llama-factory", "--config", str(plain)]) == 0
@@ -217,3 +222,18 @@ def test_a_missing_version_says_how_to_build_one(tmp_path, capsys):
     assert main(["export", "--format", "trl", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "no dataset version with a train.jsonl" in err and "python pipeline.py build" in err
+
+
+def test_the_readers_bench_skips_in_one_line_without_the_tools(tmp_path):
+    """bench/export_readers.py loads the exports with Axolotl's and LLaMA-Factory's own code, each from its own
+    virtualenv; without an interpreter that imports them it says so in one line and exits 0."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "export_readers.py"
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    done = subprocess.run([sys.executable, str(bench), "--axolotl-python", str(missing), "--llamafactory-python",
+                           str(missing)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.count("\n") == 1 and done.stdout.startswith(f"skipped: {missing} cannot import axolotl (")
+    assert "--axolotl-python / --llamafactory-python" in done.stdout

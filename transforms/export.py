@@ -7,7 +7,8 @@ unless it carries `weight: 0`, as OpenAI trains them). Each format says that its
 assistant turn, or only the last one (`mask_history`); a Hugging Face dataset keeps the field as it is. An
 export is written to a temp folder, read back the way its trainer reads it and compared with the version,
 conversation by conversation and trained turn by trained turn; only an export that round-trips is published
-(to `<version>/exports/<format>/`, or `--out`), with `export.json` recording the check.
+(to `<version>/exports/<format>/`, or `--out`), with `export.json` recording the check. The readers here are
+re-implementations; bench/export_readers.py loads the Axolotl and LLaMA-Factory exports with the tools' own code.
 """
 
 from __future__ import annotations
@@ -203,6 +204,12 @@ def read_trl(out: Path, split: str) -> list[Conversation]:
 
 # ---- Axolotl
 
+# Axolotl trains a turn's end only where it finds the tokenizer's eos_token (train_on_eos) or one of eot_tokens
+# (train_on_eot) right after the turn; many models end turns with a token that is not their eos_token (Llama 3
+# base: <|end_of_text|> vs <|eot_id|>; Gemma: <eos> vs <end_of_turn>; Qwen base: <|endoftext|> vs <|im_end|>),
+# so the terminators of the common templates are named. Axolotl keeps those the model's template contains.
+TURN_TERMINATORS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|END_OF_TURN_TOKEN|>")
+
 
 def write_axolotl(source: Source, out: Path, context: dict[str, Any]) -> Written:
     for split in source.present:
@@ -216,18 +223,21 @@ def write_axolotl(source: Source, out: Path, context: dict[str, Any]) -> Written
         return {"path": str(final / f"{split}.jsonl"), "ds_type": "json", "type": "chat_template",
                 **({"split": "train"} if split == "test" else {}),
                 "field_messages": "messages", "message_property_mappings": {"role": "role", "content": "content"},
-                "roles_to_train": ["assistant"], "message_field_training": "weight", "train_on_eos": "turn"}
+                "roles_to_train": ["assistant"], "message_field_training": "weight", "train_on_eos": "turn",
+                "train_on_eot": "turn"}
 
     config: dict[str, Any] = {}
     if context.get("base_model"):
         config["base_model"] = context["base_model"]
-    config.update({"chat_template": "tokenizer_default", "datasets": [entry("train")]})
+    config.update({"chat_template": "tokenizer_default", "eot_tokens": list(TURN_TERMINATORS), "datasets": [entry("train")]})
     if "test" in source.present:
         config["test_datasets"] = [entry("test")]
     config.update({"sequence_len": context["max_seq_length"], "output_dir": f"./outputs/{source.dataset.name}-{source.dataset.version}"})
     header = textwrap.dedent(f"""\
         # Axolotl config for {source.dataset.name} {source.dataset.version}, written by `python pipeline.py export --format axolotl`.
-        # message_field_training: weight trains each assistant message unless its `weight` is 0, as OpenAI does.
+        # message_field_training: weight trains each assistant message unless its `weight` is 0, as OpenAI does;
+        # eot_tokens: the turn-ending tokens of common templates, so the end of each trained turn is trained even where
+        # it is not the tokenizer's eos_token (Axolotl warns about, and skips, those your model's template lacks).
         # {'Check' if context.get('base_model') else 'Set'} base_model and add your training settings (adapter, lora_*, num_epochs,
         # micro_batch_size, learning_rate…), then: axolotl train {final / 'axolotl.yaml'}
         """)
@@ -289,8 +299,10 @@ def write_llama_factory(source: Source, out: Path, context: dict[str, Any]) -> W
     header = textwrap.dedent(f"""\
         # LLaMA-Factory config for {source.dataset.name} {source.dataset.version}, written by `python pipeline.py export --format llama-factory`.
         # mask_history: {str(last).lower()} trains {'only the last assistant message' if last else 'every assistant message'}, as the dataset's weights say.
-        # {'Check' if context.get('base_model') else 'Set'} model_name_or_path, set `template` to your model's (qwen, llama3, …) and add your
-        # training settings, then: llamafactory-cli train {final / 'llamafactory.yaml'}
+        # {'Check' if context.get('base_model') else 'Set'} model_name_or_path and add your training settings, then:
+        # llamafactory-cli train {final / 'llamafactory.yaml'}
+        # `template` is left unset: LLaMA-Factory then parses the tokenizer's own chat template, the one the model is served
+        # with; set it (qwen, llama3, …) to use LLaMA-Factory's copy of a model family's template instead.
         """)
     (out / "llamafactory.yaml").write_text(header + yaml.safe_dump(train, sort_keys=False, allow_unicode=True),
                                            encoding="utf-8")
