@@ -14,7 +14,7 @@ from configs import EmbeddingsConfig
 from fake_openai import FakeOpenAI, embedding_vector
 from finetune import embeddings, retrieval
 from test_finetune import fake, project, the_job  # noqa: F401  (shared fixtures)
-from test_scorecard import write_recall_set
+from test_scorecard import change_first_answer, write_recall_set
 from transforms.tokens import count_text, get_encoding
 
 EMBEDDINGS = "    retrieval: {method: %s, embeddings: {model: text-embedding-3-small, dimensions: 256, batch_size: 8}}\n"
@@ -111,14 +111,10 @@ def test_index_counts_tokens_before_sending_and_a_rerun_sends_nothing(project, c
     assert f"; 0 embedded in 0 requests, {len(texts)} unchanged)" in capsys.readouterr().out
     assert len(embedding_requests(project.fake)) == batches  # the second run sent no embedding request
 
-    train = project.version / "train.jsonl"
-    lines = train.read_text(encoding="utf-8").splitlines()
-    first = json.loads(lines[0])
-    first["messages"][-1]["content"] += " 변경된 문장입니다."
-    train.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    changed = change_first_answer(project.version)
     assert project.run("index") == 0
     assert f"; 1 embedded in 1 request, {len(texts) - 1} unchanged)" in capsys.readouterr().out
-    assert embedding_requests(project.fake)[-1].body["input"] == [first["messages"][-1]["content"]]
+    assert embedding_requests(project.fake)[-1].body["input"] == [changed]
 
     stored = b"".join(p.read_bytes() for p in (project.root / "out").rglob("*") if p.is_file())
     assert project.fake.api_key.encode() not in stored  # neither the state nor the index holds the key

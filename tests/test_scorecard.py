@@ -15,6 +15,16 @@ from finetune.scores import bootstrap_interval, chrf, declines
 from test_finetune import fake, project, the_job  # noqa: F401  (shared fixtures)
 
 
+def change_first_answer(version) -> str:
+    """Append a sentence to the first train example's answer, as a rebuild that changed one section would."""
+    train = version / "train.jsonl"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["messages"][-1]["content"] += " 변경된 문장입니다."
+    train.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    return first["messages"][-1]["content"]
+
+
 def write_recall_set(version) -> list[dict]:
     """One paraphrase per trained document, as the generation stage writes eval_recall.jsonl (each line with its
     `metadata`), written by hand here."""
@@ -74,11 +84,7 @@ def test_index_tokenizes_only_changed_sections(project, capsys):  # noqa: F811
            "unchanged)" in out
     assert project.run("index") == 0
     assert f"0 tokenized, {len(sections)} unchanged" in capsys.readouterr().out
-    train = project.version / "train.jsonl"
-    lines = train.read_text(encoding="utf-8").splitlines()
-    first = json.loads(lines[0])
-    first["messages"][-1]["content"] += " 변경된 문장입니다."
-    train.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    change_first_answer(project.version)
     assert project.run("index") == 0
     assert f"1 tokenized, {len(sections) - 1} unchanged" in capsys.readouterr().out
 
