@@ -13,7 +13,8 @@ import pytest
 
 from fake_chat import ENGLISH, INVENTED, FakeChat
 from pipeline import main
-from transforms.generate import Generator, Prompt, PROMPTS, parse_pairs
+from configs import load_config
+from transforms.generate import Generator, Prompt, PROMPTS, generate, parse_pairs
 from transforms.tokens import count_messages
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample_site"
@@ -228,6 +229,26 @@ def test_an_interrupted_run_resumes_without_paying_twice(site, capsys):
         assert main(["generate", "--config", config]) == 0
         assert len(fake.requests) == total
         assert {r.section for r in fake.requests}.__len__() == total  # no section asked twice
+
+
+def test_ctrl_c_stores_the_replies_in_flight_so_the_next_run_asks_no_section_twice(site):
+    write, out = site
+
+    def interrupt(progress) -> None:
+        if progress.done >= 2:
+            raise KeyboardInterrupt
+
+    with FakeChat(api_key=KEY, latency=0.3) as fake:
+        config = load_config(write(fake, concurrency=4))
+        with pytest.raises(KeyboardInterrupt):
+            generate(config, on_progress=interrupt)
+        asked = {r.section for r in fake.requests}
+        db = sqlite3.connect(out / "state.sqlite")
+        assert db.execute("SELECT COUNT(*) FROM generated").fetchone()[0] == len(asked) > 2  # in flight: paid, kept
+        sent = len(fake.requests)
+        generate(config)
+        again = [r.section for r in fake.requests[sent:]]
+        assert again and not set(again) & asked and len(again) == len(set(again))
 
 
 def test_estimate_counts_exactly_the_input_tokens_sent(site, capsys):

@@ -621,33 +621,44 @@ def _send(generator: Generator, cache: GenerationStore, pending: list[Work], rep
                 for future in finished:
                     section, worst, generating = running.pop(future)
                     reserved -= worst
-                    try:
-                        reply = future.result()
-                    except GenerateError as exc:
-                        failure = failure or exc
-                        continue
-                    key = generator.key(section)
-                    cost = generator.cost(reply.input_tokens, reply.output_tokens)
-                    if generating:
-                        cache.put(key, section, model=gen.model, prompt_version=generator.prompt(section.language).version,
-                                  status=reply.status, pairs=reply.pairs, input_tokens=reply.input_tokens,
-                                  output_tokens=reply.output_tokens, cost_usd=cost)
-                    if reply.scores is not None and generator.judge_id:
-                        judged = generator.judge_cost(reply.judge_input, reply.judge_output)
-                        cache.put_scores(key, generator.judge_id, reply.scores, judged)
-                        cost += judged
-                    tokens_in, tokens_out = reply.input_tokens + reply.judge_input, reply.output_tokens + reply.judge_output
-                    progress.done += 1
-                    progress.requests += reply.requests
-                    progress.input_tokens += tokens_in
-                    progress.output_tokens += tokens_out
-                    progress.cost_usd += cost
-                    report.pairs += len(reply.pairs) if generating else 0
-                    report.unparsable += reply.status == "unparsable"
-        except BaseException:
+                    refused = _store(future, section, generating, generator, cache, report)
+                    failure = failure or refused
+        except BaseException:  # Ctrl-C: what is not sent yet is dropped; what is in flight is paid, so stored
             for future in running:
                 future.cancel()
+            for future in wait(running).done:
+                if not future.cancelled():
+                    section, _, generating = running[future]
+                    _store(future, section, generating, generator, cache, report)
             raise
     if failure is not None:
         raise GenerateError(f"{failure} (the {progress.done} sections answered before are stored; run again to "
                             "continue)")
+
+
+def _store(future: Future, section: SectionText, generating: bool, generator: Generator, cache: GenerationStore,
+           report: GenerateReport) -> GenerateError | None:
+    """Cache a finished request's pairs and scores and count it; its error, if the request was refused."""
+    try:
+        reply = future.result()
+    except GenerateError as exc:
+        return exc
+    gen, progress = generator.gen, report.progress
+    key = generator.key(section)
+    cost = generator.cost(reply.input_tokens, reply.output_tokens)
+    if generating:
+        cache.put(key, section, model=gen.model, prompt_version=generator.prompt(section.language).version,
+                  status=reply.status, pairs=reply.pairs, input_tokens=reply.input_tokens,
+                  output_tokens=reply.output_tokens, cost_usd=cost)
+    if reply.scores is not None and generator.judge_id:
+        judged = generator.judge_cost(reply.judge_input, reply.judge_output)
+        cache.put_scores(key, generator.judge_id, reply.scores, judged)
+        cost += judged
+    progress.done += 1
+    progress.requests += reply.requests
+    progress.input_tokens += reply.input_tokens + reply.judge_input
+    progress.output_tokens += reply.output_tokens + reply.judge_output
+    progress.cost_usd += cost
+    report.pairs += len(reply.pairs) if generating else 0
+    report.unparsable += reply.status == "unparsable"
+    return None
