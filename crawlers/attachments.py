@@ -245,9 +245,10 @@ def _local(element: etree._Element) -> str:
 
 
 def read_hwpx(body: bytes) -> Parsed:
-    """The paragraphs of `Contents/section*.xml` in order (a table's cells are paragraphs too); a paragraph
-    in an outline style (`개요 N` / `Outline N`) or with an outline heading is a heading; the title from
-    `Contents/content.hpf`. Elements are matched by local name, so every OWPML namespace version reads."""
+    """The paragraphs of `Contents/section*.xml` in order, a table as a markdown table where its paragraph
+    holds it; a paragraph in an outline style (`개요 N` / `Outline N`) or with an outline heading is a heading;
+    the title from `Contents/content.hpf`. Elements are matched by local name, so every OWPML namespace
+    version reads."""
     _check_unpacked(body)
     with zipfile.ZipFile(BytesIO(body)) as archive:
         names = archive.namelist()
@@ -262,15 +263,28 @@ def read_hwpx(body: bytes) -> Parsed:
         parts = []
         for name in sections:
             for element in etree.fromstring(archive.read(name), _XML).iter():
-                if _local(element) != "p":
-                    continue
-                text = "".join("".join(t.itertext()) for run in element if _local(run) == "run"
-                               for t in run if _local(t) == "t").strip()
-                if not text:
-                    continue
-                level = styles.get(element.get("styleIDRef")) or outlines.get(element.get("paraPrIDRef"))
-                parts.append(_heading(level, text) if level else _plain(text))
-    return Parsed(title, "\n\n".join(parts))
+                if _local(element) != "p" or any(_local(up) == "tbl" for up in element.iterancestors()):
+                    continue  # a cell's paragraphs are read with their table
+                text = _hwpx_text(element)
+                if text:
+                    level = styles.get(element.get("styleIDRef")) or outlines.get(element.get("paraPrIDRef"))
+                    parts.append(_heading(level, text) if level else _plain(text))
+                parts += [_markdown_table(_hwpx_rows(table)) for run in element if _local(run) == "run"
+                          for table in run if _local(table) == "tbl"]
+    return Parsed(title, "\n\n".join(part for part in parts if part))
+
+
+def _hwpx_text(paragraph: etree._Element) -> str:
+    """The text of a paragraph's own runs (not of a table or text box it holds)."""
+    return "".join("".join(t.itertext()) for run in paragraph if _local(run) == "run"
+                   for t in run if _local(t) == "t").strip()
+
+
+def _hwpx_rows(table: etree._Element) -> list[list[str]]:
+    """A table's rows of cell texts, a cell's paragraphs (a nested table's too) joined by spaces."""
+    return [[" ".join(filter(None, (_hwpx_text(p) for p in cell.iter() if _local(p) == "p")))
+             for cell in row if _local(cell) == "tc"]
+            for row in table if _local(row) == "tr"]
 
 
 def _hwpx_levels(header: bytes) -> tuple[dict[str, int], dict[str, int]]:

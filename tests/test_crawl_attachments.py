@@ -82,14 +82,19 @@ def hwpx_file() -> bytes:
     def para(text: str, style: str = "0") -> str:
         return f'<hp:p paraPrIDRef="0" styleIDRef="{style}"><hp:run charPrIDRef="0"><hp:t>{text}</hp:t></hp:run></hp:p>'
 
+    def row(*cells: str) -> str:  # a cell is a paragraph's text, or paragraphs already written
+        return "<hp:tr>" + "".join(f"<hp:tc><hp:subList>{c if c.startswith('<') else para(c)}</hp:subList></hp:tc>"
+                                   for c in cells) + "</hp:tr>"
+
     header = (f'<hh:head xmlns:hh="http://www.hancom.co.kr/hwpml/2011/head" version="1.4"><hh:refList><hh:styles>'
               '<hh:style id="0" type="PARA" name="바탕글" engName="Normal"/>'
               '<hh:style id="2" type="PARA" name="개요 1" engName="Outline 1"/>'
               '</hh:styles></hh:refList></hh:head>')
     section = (f'<hs:sec xmlns:hs="http://www.hancom.co.kr/hwpml/2011/section" xmlns:hp="{HP}">'
                + para("채널 연동", "2") + para(HWPX_TEXT)
-               + f'<hp:p paraPrIDRef="0" styleIDRef="0"><hp:run charPrIDRef="0"><hp:tbl><hp:tr><hp:tc><hp:subList>'
-               + para("표 안의 문단도 읽힙니다.") + '</hp:subList></hp:tc></hp:tr></hp:tbl></hp:run></hp:p>'
+               + f'<hp:p paraPrIDRef="0" styleIDRef="0"><hp:run charPrIDRef="0"><hp:t>오류 코드:</hp:t><hp:tbl>'
+               + row("코드", "뜻") + row("E01", para("시간 초과") + para("재시도 | 세 번"))
+               + '</hp:tbl></hp:run></hp:p>'
                + '</hs:sec>')
     package = ('<opf:package xmlns:opf="http://www.idpf.org/2007/opf/"><opf:metadata>'
                '<opf:title>온라인 채널 가이드</opf:title></opf:metadata></opf:package>')
@@ -173,11 +178,12 @@ def test_docx_heading_styles_become_headings_and_tables_markdown_tables(crawled)
                            "| 코드 | 뜻 |\n| --- | --- |\n| E01 | 시간 초과 \\| 재시도 |")
 
 
-def test_hwpx_outline_styles_become_headings_and_table_cells_are_read(crawled):
+def test_hwpx_outline_styles_become_headings_and_tables_markdown_tables(crawled):
     _, rows, *_ = crawled
     row = rows["/files/channel.hwpx"]
     assert (row["title"], row["category"]) == ("온라인 채널 가이드", "매뉴얼")
-    assert row["text"] == f"# 온라인 채널 가이드\n\n## 채널 연동\n\n{HWPX_TEXT}\n\n표 안의 문단도 읽힙니다."
+    assert row["text"] == (f"# 온라인 채널 가이드\n\n## 채널 연동\n\n{HWPX_TEXT}\n\n오류 코드:\n\n"
+                           "| 코드 | 뜻 |\n| --- | --- |\n| E01 | 시간 초과 재시도 \\| 세 번 |")
 
 
 def test_encrypted_corrupt_and_image_only_files_are_dropped_with_their_reason(crawled):
