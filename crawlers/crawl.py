@@ -270,6 +270,7 @@ def _crawl_here(config: Config, worker: bool = False) -> list[SourceReport]:
                     continue
                 spider = spider_for(source, job.dir if job else None)
                 spider.custom_settings.update(credentials.settings if credentials else {})
+                spider.custom_settings.update(render.through_proxy(proxy) if proxy else {})
                 crawler = process.create_crawler(spider)
                 process.crawl(crawler, source=source, local_proxy=proxy, pool=pool, started=started,
                               credentials=credentials)

@@ -85,9 +85,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 class Site:
     """`pages` maps a path (query included, e.g. "/a?x=1") to a Page, or a path prefix ending in "*" to a
-    function path -> Page. Unknown paths answer 404."""
+    function path -> Page. Unknown paths answer 404; with `require` (header → value), a request without those
+    headers answers 401."""
 
-    def __init__(self, pages: dict[str, Page | Callable[[str], Page]]):
+    def __init__(self, pages: dict[str, Page | Callable[[str], Page]], require: dict[str, str] | None = None):
         self.pages = dict(pages)
         self.hits: list[Hit] = []
         self._lock = threading.Lock()
@@ -103,7 +104,8 @@ class Site:
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                page = site.lookup(self.path)
+                refused = any(self.headers.get(name) != value for name, value in (require or {}).items())
+                page = Page("login required", 401, "text/plain") if refused else site.lookup(self.path)
                 if page.delay:
                     time.sleep(page.delay)
                 body = page.payload()

@@ -4,6 +4,7 @@ browser it is reported `needs_browser` and the rest of the crawl goes on. Static
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import sqlite3
@@ -24,16 +25,18 @@ fetch('/api/settlement.json').then(r => r.json()).then(d => {
 </script></body></html>"""
 
 
-def script_site() -> Site:
+def script_site(*, require: dict[str, str] | None = None, widget: str = "") -> Site:
+    """The site; with `widget`, the shell also loads that script URL (another host)."""
     paragraphs = "".join(f"<p>{SCRIPT_SENTENCE} Paragraph {i} of the settlement guide.</p>" for i in range(4))
+    shell = SHELL.replace("<script>", f'<script src="{widget}"></script><script>') if widget else SHELL
     return Site({
         "/": Page(html_page("Start", prose("start"), ["/settlement.html", "/static.html"])),
         "/static.html": Page(html_page("Static", prose("static"))),
-        "/settlement.html": Page(SHELL),
+        "/settlement.html": Page(shell),
         "/api/settlement.json": Page(json.dumps({"title": "Settlement", "html": paragraphs}),
                                      content_type="application/json"),
         "/linked.html": Page(html_page("Linked", prose("linked"))),
-    })
+    }, require=require)
 
 
 def documents(tmp_path, site: Site) -> dict[str, dict]:
@@ -42,8 +45,9 @@ def documents(tmp_path, site: Site) -> dict[str, dict]:
     return {row["url"][len(site.base):]: dict(row) for row in db.execute("SELECT * FROM pages")}
 
 
-def run(tmp_path, site: Site, render: str = "auto", crawl_section: str = ""):
+def run(tmp_path, site: Site, render: str = "auto", crawl_section: str = "", auth: str = ""):
     sources = f'  - name: guide\n    start_urls: ["{site.url("/")}"]\n    render: {render}\n'
+    sources += f"    auth: {auth}\n" if auth else ""
     return crawl(load_config(write_config(tmp_path, sources, crawl=crawl_section)))
 
 
@@ -59,6 +63,51 @@ def test_a_page_built_by_a_script_is_rendered_by_chromium_and_its_text_and_links
     assert SCRIPT_SENTENCE in rows["/settlement.html"]["text"]
     assert rows["/linked.html"]["live"] == 1  # a link the script wrote was followed
     assert "/api/settlement.json" in browser_paths  # the browser ran the script
+    assert report.dropped == {}
+
+
+LOGINS = {  # auth config → the header the site requires
+    "basic": ("{type: basic, username_env: GUIDE_USER, password_env: GUIDE_PASSWORD}",
+              {"Authorization": "Basic " + base64.b64encode(b"reader:Pw-render-91c2").decode()}),
+    "cookie": ("{type: cookie, cookie_env: GUIDE_COOKIE}", {"Cookie": "session=sess-render-77a0"}),
+}
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.parametrize("kind", LOGINS)
+def test_a_page_behind_a_login_is_rendered_with_its_scripts_requests_logged_in_and_no_other_origin_gets_it(
+        tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("GUIDE_USER", "reader")
+    monkeypatch.setenv("GUIDE_PASSWORD", "Pw-render-91c2")
+    monkeypatch.setenv("GUIDE_COOKIE", "session=sess-render-77a0")
+    auth, required = LOGINS[kind]
+    with Site({"/widget.js": Page("window.widget = 1;", content_type="text/javascript")}) as other, \
+            script_site(require=required, widget=other.url("/widget.js").replace("127.0.0.1", "localhost")) as site:
+        [report] = run(tmp_path, site, auth=auth)
+    rows = documents(tmp_path, site)
+    assert SCRIPT_SENTENCE in rows["/settlement.html"]["text"]  # the script's request was logged in
+    assert [hit.status for hit in site.requested("/api/settlement.json")] == [200]
+    assert [hit.path for hit in other.hits] == ["/widget.js"]  # the browser loaded it…
+    assert not any(name.lower() in ("authorization", "cookie") for hit in other.hits for name in hit.headers)
+    assert report.dropped == {}
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_a_script_page_of_a_served_folder_is_rendered_through_the_folder_server(tmp_path):
+    folder = tmp_path / "export"
+    (folder / "api").mkdir(parents=True)
+    with script_site() as site:  # its files, written to a folder the source serves under the site's real URLs
+        for path in ("/index.html", "/settlement.html", "/api/settlement.json", "/linked.html"):
+            (folder / path.lstrip("/")).write_bytes(site.lookup("/" if path == "/index.html" else path).payload())
+    (folder / "index.html").write_text(html_page("Start", prose("start"), ["/settlement.html"]), encoding="utf-8")
+    sources = (f'  - name: guide\n    serve_dir: {folder}\n'
+               '    start_urls: ["http://guide.example.internal/index.html"]\n'
+               '    allowed_domains: [guide.example.internal]\n')
+    [report] = crawl(load_config(write_config(tmp_path, sources)))
+    db = sqlite3.connect(tmp_path / "out" / "state.sqlite")
+    rows = dict(db.execute("SELECT url, text FROM pages WHERE live = 1").fetchall())
+    assert SCRIPT_SENTENCE in rows["http://guide.example.internal/settlement.html"]
+    assert "http://guide.example.internal/linked.html" in rows  # the link the script wrote
     assert report.dropped == {}
 
 
