@@ -74,11 +74,13 @@ def render_meta() -> dict[str, Any]:
             "playwright_page_init_callback": "crawlers.render.login_cookies"}
 
 
-def render_again(request: Request) -> Request:
-    """The static request of a page that needs rendering, sent again to the browser (past the duplicate filter;
-    none of the static response's meta is carried over)."""
-    return Request(request.url, callback=request.callback, errback=request.errback, meta=render_meta(),
-                   dont_filter=True)
+def render_again(response: Response) -> Request:
+    """The static request of a page that needs rendering, to be sent again to the browser (past the duplicate
+    filter; none of the static response's meta is carried over) at the page's own depth: the caller schedules it
+    with `engine.crawl`, since a request a callback yields is counted one deeper (and dropped at max_depth)."""
+    request = response.request
+    return Request(request.url, callback=request.callback, errback=request.errback,
+                   meta={**render_meta(), "depth": response.meta.get("depth", 0)}, dont_filter=True)
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -112,6 +112,18 @@ def test_a_script_page_of_a_served_folder_is_rendered_through_the_folder_server(
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_rendering_keeps_the_page_at_its_depth(tmp_path):
+    with script_site() as site:  # the shell is at depth 1, the page its script links to at depth 2
+        sources = f'  - name: guide\n    start_urls: ["{site.url("/")}"]\n    max_depth: 1\n'
+        [report] = crawl(load_config(write_config(tmp_path, sources)))
+        requested = {hit.path for hit in site.hits}
+    rows = documents(tmp_path, site)
+    assert SCRIPT_SENTENCE in rows["/settlement.html"]["text"]  # rendered at depth 1, not dropped as depth 2
+    assert "/linked.html" not in requested
+    assert report.dropped == {"max_depth": 1}  # /linked.html, at depth 2
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_static_pages_do_not_go_through_the_browser(tmp_path):
     with script_site() as site:
         run(tmp_path, site)

@@ -211,7 +211,7 @@ class SiteSpider(scrapy.Spider):
         static = self.source.render != "never" and not render.rendered(response)
         if static and render.needs_rendering(response.body, text):
             if self.browser:  # the static HTML is a shell its scripts fill in: the browser's turn
-                yield render.render_again(response.request)
+                self.crawler.engine.crawl(render.render_again(response))
             else:  # no validators kept: once a browser is installed, the next crawl fetches it in full
                 yield FetchedPage(self.source.name, fetched, fetched, response.status, reason="needs_browser")
             return
