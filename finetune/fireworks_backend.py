@@ -1,7 +1,8 @@
 """Fireworks AI: datasets and supervised fine-tuning jobs (LoRA) under `/v1/accounts/{account}`.
 
 Routes (https://docs.fireworks.ai/api-reference): POST datasets (a `datasetId` and the dataset's
-`exampleCount`), POST datasets/{id}:upload (multipart `file`, up to 150 MB), POST datasets/{id}:validateUpload,
+`exampleCount`), POST datasets/{id}:upload (multipart `file`, up to 150 MB; a larger file: POST
+datasets/{id}:getUploadEndpoint, then a PUT to the signed URL it returns), POST datasets/{id}:validateUpload,
 GET datasets/{id}; POST supervisedFineTuningJobs, GET supervisedFineTuningJobs/{id}, POST
 supervisedFineTuningJobs/{id}:cancel (the REST form of `firectl supervised-fine-tuning-job cancel`);
 DELETE models/{id}; chat at /inference/v1/chat/completions. Fireworks lists no events, checkpoints or metrics
@@ -15,6 +16,9 @@ import hashlib
 import io
 import os
 import re
+import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -30,6 +34,7 @@ from finetune.backend import (
     JobEvent,
     JobRequest,
     RemoteFile,
+    TransientError,
 )
 from finetune.rest import Rest, api_key, chat_completions
 
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 KEY_ENV = "FIREWORKS_API_KEY"
-UPLOAD_MAX_BYTES = 150 * 1024 * 1024  # larger files need the signed-URL upload, which is not implemented here
+UPLOAD_MAX_BYTES = 150 * 1024 * 1024  # the one-request upload's limit; a larger file goes to a signed URL
 STATUS = {"JOB_STATE_CREATING": "queued", "JOB_STATE_PENDING": "queued", "JOB_STATE_VALIDATING": "validating_files",
           "JOB_STATE_RUNNING": "running", "JOB_STATE_WRITING_RESULTS": "running", "JOB_STATE_COMPLETED": "succeeded",
           "JOB_STATE_FAILED": "failed", "JOB_STATE_FAILED_CLEANING_UP": "failed", "JOB_STATE_CANCELLED": "cancelled",
@@ -95,6 +100,43 @@ def dataset_id(filename: str, digest: str) -> str:
     return f"{stem[:50]}-{digest[:12]}"
 
 
+def _measure(path: Path) -> tuple[int, str, int]:
+    """A file's size, sha256 and lines, read in blocks (a file for the signed upload may be gigabytes)."""
+    digest, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+            size += len(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return size, digest.hexdigest(), lines + (last != b"\n")
+
+
+def _put_signed(url: str, path: Path, size: int, *, timeout: float, retries: int, what: str) -> None:
+    """PUT a file, streamed, to a signed Cloud Storage URL. The URL is the credential: no API key goes with it,
+    and neither it nor its signature is shown in an error."""
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size),
+               "x-goog-content-length-range": f"{size},{size}"}
+    for attempt in range(retries + 1):
+        try:
+            with open(path, "rb") as f, urllib.request.urlopen(
+                    urllib.request.Request(url, data=f, method="PUT", headers=headers), timeout=timeout) as answer:
+                answer.read()
+            return
+        except urllib.error.HTTPError as exc:
+            if (exc.code == 429 or exc.code >= 500) and attempt < retries:
+                time.sleep(0.5 * 2 ** attempt)
+                continue
+            kind = TransientError if exc.code == 429 or exc.code >= 500 else ApiError
+            raise kind(f"{what} failed (HTTP {exc.code}); run the command again", status=exc.code) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            if attempt < retries:
+                time.sleep(0.5 * 2 ** attempt)
+                continue
+            reason = getattr(exc, "reason", exc)
+            raise TransientError(f"{what} failed: {' '.join(str(reason).split())}; run the command again") from None
+
+
 def _epoch(stamp: Any) -> int | None:
     if isinstance(stamp, str) and stamp:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
@@ -128,19 +170,24 @@ class FireworksBackend(Backend):
                           status="processed" if state == "READY" else state.lower() or None)
 
     def upload_file(self, path: Path, *, filename: str) -> RemoteFile:
-        data = path.read_bytes()
-        if len(data) > UPLOAD_MAX_BYTES:
-            raise FinetuneError(f"{path} is {len(data):,} bytes; Fireworks' one-request upload takes up to 150 MB: "
-                                "upload it with firectl and train from there")
-        ident = dataset_id(filename, hashlib.sha256(data).hexdigest())
+        size, digest, lines = _measure(path)
+        ident = dataset_id(filename, digest)
         self.rest.request("POST", f"{self.root}/datasets", what=f"creating dataset {ident}", body={
-            "datasetId": ident,
-            "dataset": {"displayName": filename, "exampleCount": str(len(data.splitlines())), "userUploaded": {}}})
-        self.rest.upload(f"{self.root}/datasets/{ident}:upload", {}, file_field="file", filename=filename,
-                         content=data, what=f"uploading {filename}")
+            "datasetId": ident, "dataset": {"displayName": filename, "exampleCount": str(lines), "userUploaded": {}}})
+        if size <= UPLOAD_MAX_BYTES:
+            self.rest.upload(f"{self.root}/datasets/{ident}:upload", {}, file_field="file", filename=filename,
+                             content=path.read_bytes(), what=f"uploading {filename}")
+        else:
+            urls = self.rest.request("POST", f"{self.root}/datasets/{ident}:getUploadEndpoint",
+                                     body={"filenameToSize": {filename: str(size)}},
+                                     what=f"asking where to upload {filename}").get("filenameToSignedUrls") or {}
+            if filename not in urls:
+                raise FinetuneError(f"Fireworks gave no upload URL for {filename}; upload it with firectl")
+            _put_signed(urls[filename], path, size, timeout=self.rest.timeout, retries=self.rest.max_retries,
+                        what=f"uploading {filename} to Fireworks' storage")
         self.rest.request("POST", f"{self.root}/datasets/{ident}:validateUpload", body={},
                           what=f"validating the upload of {filename}")
-        return self._dataset(self.rest.request("GET", f"{self.root}/datasets/{ident}"), len(data))
+        return self._dataset(self.rest.request("GET", f"{self.root}/datasets/{ident}"), size)
 
     def get_file(self, file_id: str) -> RemoteFile | None:
         try:

@@ -16,7 +16,6 @@ from typing import Any
 from configs.model_registry import MIN_TRAIN_EXAMPLES
 
 GB = 1024 ** 3
-MB = 1024 ** 2
 FIRST_LINES = 3
 
 
@@ -26,15 +25,16 @@ class Target:
     roles: frozenset[str]
     tools: bool
     preference: bool
-    max_bytes: int
+    max_bytes: int | None  # None: the service documents no limit on a file's size
     min_examples: int
+    max_examples: int | None = None
 
 
 TARGETS = {
     "together": Target("Together", frozenset({"system", "user", "assistant", "tool"}), tools=True, preference=True,
                        max_bytes=25 * GB, min_examples=MIN_TRAIN_EXAMPLES["together"]),
     "fireworks": Target("Fireworks", frozenset({"system", "user", "assistant"}), tools=False, preference=False,
-                        max_bytes=150 * MB, min_examples=MIN_TRAIN_EXAMPLES["fireworks"]),
+                        max_bytes=None, min_examples=MIN_TRAIN_EXAMPLES["fireworks"], max_examples=3_000_000),
 }
 
 
@@ -83,7 +83,7 @@ def check_file(provider: str, path: Path, *, dpo: bool = False) -> list[str]:
     target = TARGETS[provider]
     problems: dict[str, list[int]] = defaultdict(list)
     size = path.stat().st_size
-    if size > target.max_bytes:
+    if target.max_bytes is not None and size > target.max_bytes:
         problems[f"file of {size:,} bytes, over {target.name}'s {target.max_bytes:,}"].append(0)
     if dpo and not target.preference:
         problems[f"preference pairs ({target.name} trains supervised only)"].append(0)
@@ -105,6 +105,8 @@ def check_file(provider: str, path: Path, *, dpo: bool = False) -> list[str]:
                 problems[problem].append(number)
     if examples < target.min_examples:
         problems[f"{examples} examples, fewer than {target.name}'s {target.min_examples}"].append(0)
+    if target.max_examples is not None and examples > target.max_examples:
+        problems[f"{examples:,} examples, more than {target.name}'s {target.max_examples:,}"].append(0)
     return [f"{problem} ({len(lines)}×" + (f", lines {', '.join(map(str, lines[:FIRST_LINES]))})" if any(lines)
                                            else ")")
             for problem, lines in problems.items()]

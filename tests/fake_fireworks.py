@@ -2,6 +2,10 @@
 tests/fireworks_schemas.json, with the dataset rules of its guide: at least 3 examples, UTF-8 JSON lines of
 `messages` (system only first), `exampleCount` equal to the lines uploaded.
 
+A file over the one-request upload's 150 MB goes to the signed URL `:getUploadEndpoint` returns: a PUT that must
+carry no API key, `Content-Type: application/octet-stream`, the announced size as `x-goog-content-length-range`
+and the signature.
+
 A job moves one state per GET: JOB_STATE_CREATING → JOB_STATE_RUNNING (epoch by epoch) → JOB_STATE_COMPLETED
 with `outputModel`.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -32,10 +37,13 @@ class FakeFireworks(FakeService):
         self.data: dict[str, bytes] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.deleted_models: set[str] = set()
+        self.signed: dict[str, tuple[str, int]] = {}  # signature → dataset, announced size
+        self.signed_puts: list[dict[str, str]] = []  # the headers of each PUT to a signed URL
         root = rf"/v1/accounts/{re.escape(account)}"
         self.routes = [
             ("POST", re.compile(rf"{root}/datasets"), self._create_dataset),
             ("POST", re.compile(rf"{root}/datasets/([^/:]+):upload"), self._upload),
+            ("POST", re.compile(rf"{root}/datasets/([^/:]+):getUploadEndpoint"), self._upload_endpoint),
             ("POST", re.compile(rf"{root}/datasets/([^/:]+):validateUpload"), self._validate),
             ("GET", re.compile(rf"{root}/datasets/([^/:]+)"), self._get_dataset),
             ("POST", re.compile(rf"{root}/supervisedFineTuningJobs"), self._create_job),
@@ -75,6 +83,36 @@ class FakeFireworks(FakeService):
         self.data[ident] = data
         return {"id": ident, "object": "file", "bytes": len(data), "created_at": 1_795_000_000,
                 "filename": body["file"].filename, "purpose": "fine-tune"}
+
+    def _upload_endpoint(self, ident: str, *, body: Any, query: Any) -> dict[str, Any]:
+        self._dataset(ident)
+        self.check("GetDatasetUploadEndpoint", body)
+        urls = {}
+        for filename, size in body["filenameToSize"].items():
+            signature = uuid.uuid4().hex
+            self.signed[signature] = (ident, int(size))
+            urls[filename] = f"{self.base_url}/storage/{ident}/{filename}?X-Goog-Signature={signature}"
+        return {"filenameToSignedUrls": urls}
+
+    def dispatch(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        if method != "PUT":
+            return super().dispatch(method, raw_path, headers, body)
+        lower = {k.lower(): v for k, v in headers.items()}
+        with self.lock:
+            self.signed_puts.append(lower)
+            signature = urllib.parse.parse_qs(urllib.parse.urlsplit(raw_path).query).get("X-Goog-Signature", [""])[0]
+            ident, size = self.signed.get(signature, (None, -1))
+            problem = ("no such signature" if ident is None
+                       else "an Authorization header on a signed URL" if "authorization" in lower
+                       else "Content-Type is not application/octet-stream"
+                       if lower.get("content-type") != "application/octet-stream"
+                       else "x-goog-content-length-range is not the announced size"
+                       if lower.get("x-goog-content-length-range") != f"{size},{size}"
+                       else "the body is not the announced size" if len(body) != size else None)
+            if problem:
+                return 403, "application/xml", f"<Error><Code>AccessDenied</Code><Message>{problem}</Message></Error>".encode()
+            self.data[ident] = body
+            return 200, "text/plain", b""
 
     def _validate(self, ident: str, *, body: Any, query: Any) -> dict[str, Any]:
         dataset = self._dataset(ident)

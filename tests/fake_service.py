@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_DELETE = do_PATCH = _handle
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
 
 
 class _Server(ThreadingHTTPServer):

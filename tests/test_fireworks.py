@@ -97,6 +97,21 @@ def test_finetune_wait_creates_datasets_and_a_lora_job_and_follows_it_to_its_out
     assert fireworks.deleted_models == {f"accounts/acct/models/ft-{ident}"}
 
 
+def test_a_file_over_150_mb_goes_to_the_signed_url_without_the_key(project, fireworks, monkeypatch):
+    from finetune import fireworks_backend
+
+    monkeypatch.setattr(fireworks_backend, "UPLOAD_MAX_BYTES", 1000)  # the sample's splits are a few kB
+    assert run(project, "finetune", "--wait") == 0
+    version = project.parent / "out" / "datasets" / "guide" / "v0001"
+    train, test = fireworks.find("POST", "/v1/accounts/acct/datasets")
+    assert not [r for r in fireworks.requests if r.path.endswith(":upload")]
+    (asked, _) = [r for r in fireworks.requests if r.path.endswith(":getUploadEndpoint")]
+    assert asked.body == {"filenameToSize": {"guide-v0001-train.jsonl": str((version / "train.jsonl").stat().st_size)}}
+    assert fireworks.data[train.body["datasetId"]] == (version / "train.jsonl").read_bytes()
+    assert len(fireworks.signed_puts) == 2 and not any("authorization" in h for h in fireworks.signed_puts)
+    assert {j["state"] for j in fireworks.jobs.values()} == {"JOB_STATE_COMPLETED"}
+
+
 def test_a_second_finetune_of_the_same_version_reuses_the_datasets_and_the_job(project, fireworks, capsys):
     assert run(project, "finetune") == 0
     assert run(project, "finetune") == 0

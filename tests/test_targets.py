@@ -55,11 +55,21 @@ def test_preference_pairs_are_checked_for_together_and_refused_by_fireworks(tmp_
                for p in check_file("fireworks", path, dpo=True))
 
 
-def test_fireworks_needs_three_examples_and_at_most_150_mb(tmp_path, monkeypatch):
+def test_fireworks_needs_three_examples_and_at_most_three_million(tmp_path, monkeypatch):
     from finetune import targets
 
     path = write(tmp_path, [CHAT, CHAT])
     assert "2 examples, fewer than Fireworks's 3 (1×)" in check_file("fireworks", path)
+    assert targets.TARGETS["fireworks"].max_examples == 3_000_000
     monkeypatch.setitem(targets.TARGETS, "fireworks", targets.TARGETS["fireworks"].__class__(
-        **{**targets.TARGETS["fireworks"].__dict__, "max_bytes": 10}))
-    assert any("over Fireworks's 10" in p for p in check_file("fireworks", path))
+        **{**targets.TARGETS["fireworks"].__dict__, "max_examples": 1}))
+    assert "2 examples, more than Fireworks's 1 (1×)" in check_file("fireworks", path)
+
+
+def test_together_refuses_a_file_over_its_size_limit(tmp_path, monkeypatch):
+    from finetune import targets
+
+    path = write(tmp_path, [CHAT, CHAT])
+    monkeypatch.setitem(targets.TARGETS, "together", targets.TARGETS["together"].__class__(
+        **{**targets.TARGETS["together"].__dict__, "max_bytes": 10}))
+    assert any("over Together's 10" in p for p in check_file("together", path))
