@@ -835,7 +835,8 @@ def _rebase(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative paths in the file relative to the file."""
     if isinstance(raw.get("output_dir"), str):
         raw["output_dir"] = str((base / raw["output_dir"]).resolve())
-    for source in raw.get("sources") or []:
+    sources = raw.get("sources")
+    for source in sources if isinstance(sources, list) else []:
         if isinstance(source, dict) and isinstance(source.get("serve_dir"), str):
             source["serve_dir"] = str((base / source["serve_dir"]).resolve())
     generate = (raw.get("dataset") or {}).get("generate") if isinstance(raw.get("dataset"), dict) else None
@@ -853,7 +854,7 @@ def _describe(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling against README's config reference)"
+            msg = "unknown key (check the spelling against docs/config.md)"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 

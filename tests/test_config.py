@@ -65,3 +65,38 @@ def test_missing_file_and_bad_yaml_get_one_line(tmp_path, capsys):
     assert main(["build", "--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read YAML" in err
+
+
+def _paths(node, where=()):
+    """Every (path, value) of a parsed YAML tree, sections and leaves, list items by index."""
+    yield where, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        yield from _paths(value, (*where, key))
+
+
+def _replaced(node, where, value):
+    if not where:
+        return value
+    copy = dict(node) if isinstance(node, dict) else list(node)
+    copy[where[0]] = _replaced(node[where[0]], where[1:], value)
+    return copy
+
+
+def test_a_value_of_any_wrong_type_anywhere_in_the_example_is_a_config_error(tmp_path):
+    import yaml
+
+    example = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    tried = 0
+    for where, _ in _paths(example):
+        if not where:
+            continue
+        for wrong in (3, "x", [1], {"k": 1}, None, True):
+            path = tmp_path / "config.yaml"
+            path.write_text(yaml.safe_dump(_replaced(example, where, wrong)), encoding="utf-8")
+            tried += 1
+            try:
+                load_config(path)
+            except ConfigError as exc:
+                assert "\n" not in str(exc)
+    assert tried > 100
