@@ -11,7 +11,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from base.errors import Crawl2TuneError
 from base import logs
@@ -527,7 +527,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-class _Parser(argparse.ArgumentParser):
+class _OneLine(argparse.ArgumentParser):
+    """A parser whose usage error is one line and exit code 1, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+class _Parser(_OneLine):
     """A command's parser whose `extend` adds options that need a heavy import (evaluate's sampling flags come
     from the config model) only when that command is parsed or its help shown, so `--help` stays fast."""
 
@@ -556,7 +563,7 @@ def _sampling_flags(e: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.splitlines()[0])
+    top = _OneLine(prog="pipeline.py", description=__doc__.splitlines()[0])
     log_help = "text: human-readable lines (default); json: one JSON object per line, for unattended runs"
     top.add_argument("--log-format", choices=logs.FORMATS, default="text", help=log_help)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)

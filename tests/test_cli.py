@@ -144,3 +144,14 @@ def test_ctrl_c_while_the_crawl_process_starts_prints_one_line(tmp_path):
     assert err.splitlines() == ["interrupted: nothing half-written was kept, the previous dataset is intact; run the "
                                 "same command again to continue"]
     assert [hit.path for hit in site.hits if hit.path != "/robots.txt"] == []  # it stopped before crawling
+
+
+def test_a_usage_error_is_one_line_naming_the_command_and_exits_1():
+    for argv, named in ((["evaluate", "--set", "bogus"], "pipeline.py evaluate: argument --set: invalid choice"),
+                        (["jobs", "show"], "pipeline.py jobs show: the following arguments are required: id"),
+                        (["bogus"], "pipeline.py: argument COMMAND: invalid choice")):
+        done = subprocess.run([sys.executable, str(REPO / "pipeline.py"), *argv], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {named}")
+        assert done.stderr.rstrip().endswith("--help")
