@@ -58,6 +58,8 @@ def print_crawl(reports: list[SourceReport]) -> None:
             + (f"; this worker fetched {r.fetched} pages, its state took in {r.ingested} of every worker's"
                if r.fetched is not None else "")
         )
+        if r.attachments:
+            say("  files read: " + ", ".join(f"{kind} {n}" for kind, n in r.attachments.items()))
         if r.dropped:
             say("  not used: " + ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()))
         if r.dropped.get("needs_browser"):

@@ -56,6 +56,8 @@ class SourceReport:
     finish_reason: str
     pages_by_status: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    attachments: dict[str, int] = field(default_factory=dict)
+    """Linked files read into documents, by kind (pdf, docx, hwpx); a 304 is not read again."""
     bytes_downloaded: int = 0
     changes: dict[str, list[str]] = field(default_factory=dict)  # new / changed / unchanged / removed
     requests: int = 0
@@ -196,6 +198,7 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
         finish_reason=str(stats.get("finish_reason", "unknown")),
         pages_by_status={k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix)},
         dropped=_dropped(stats),
+        attachments={k.rsplit("/", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("crawl2tune/attachments/")},
         bytes_downloaded=int(stats.get("downloader/response_bytes", 0)),
         changes={kind: changes.get(kind, []) for kind in CHANGE_KINDS},
         requests=int(stats.get("downloader/request_count", 0)),
@@ -211,6 +214,7 @@ def _report(source: SourceConfig, stats: dict, job: Job | None, started: str) ->
     if earlier:  # a resumed crawl reports the whole crawl, not only its last run
         report.pages_by_status = _add(earlier.get("pages_by_status", {}), report.pages_by_status)
         report.dropped = _add(earlier.get("dropped", {}), report.dropped)
+        report.attachments = _add(earlier.get("attachments", {}), report.attachments)
         report.bytes_downloaded += earlier.get("bytes_downloaded", 0)
         report.requests += earlier.get("requests", 0)
         report.conditional_requests += earlier.get("conditional_requests", 0)

@@ -51,7 +51,8 @@ def crawl_counts(reports: list) -> dict:
     """The ledger's per-source crawl counts, from `crawlers.crawl.SourceReport`s."""
     return {
         r.name: {"finish_reason": r.finish_reason, "responses": sum(r.pages_by_status.values()),
-                 "by_status": r.pages_by_status, "requests": r.requests, **r.counts, "dropped": r.dropped}
+                 "by_status": r.pages_by_status, "requests": r.requests, **r.counts, "dropped": r.dropped,
+                 "attachments": r.attachments}
         for r in reports
     }
 

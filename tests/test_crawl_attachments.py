@@ -192,6 +192,7 @@ def test_encrypted_corrupt_and_image_only_files_are_dropped_with_their_reason(cr
                          ("/files/scan.pdf", "no_text")]:
         assert (rows[path]["live"], rows[path]["reason"], rows[path]["status"]) == (0, reason, 200), path
         assert report.dropped[reason] == 1
+    assert report.attachments == {"docx": 1, "hwpx": 1, "pdf": 2}  # the files read, the dropped ones not
 
 
 def test_a_recrawl_asks_for_attachments_conditionally_and_keeps_their_documents(crawled):
@@ -200,6 +201,7 @@ def test_a_recrawl_asks_for_attachments_conditionally_and_keeps_their_documents(
     assert sorted(hit.path for hit in files) == sorted(FILES)  # reached through the linking page's 304
     assert all(hit.status == 304 and hit.headers.get("If-None-Match") for hit in files)
     assert len(second.changes["unchanged"]) == len(first.changes["new"]) and second.changes["removed"] == []
+    assert second.attachments == {}  # a 304 is not read again
 
 
 def test_attachment_text_reaches_the_built_dataset(crawled):

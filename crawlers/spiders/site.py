@@ -250,6 +250,7 @@ class SiteSpider(scrapy.Spider):
             self.logger.info("no document from %s: %s", response.url, err)
             return FetchedPage(self.source.name, fetched, fetched, response.status,
                                reason=getattr(err, "reason", "extraction_error"), **validators)
+        self.crawler.stats.inc_value(f"crawl2tune/attachments/{kind}")
         return FetchedPage(self.source.name, fetched, fetched, response.status, document=document, **validators)
 
     def document_url(self, declared: str | None, fetched: str) -> str:
