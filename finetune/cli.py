@@ -8,6 +8,7 @@ with the API's code, message and a hint for that code.
 from __future__ import annotations
 
 import re
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -392,14 +393,20 @@ def _listing(named: dict[str, str]) -> str:
     return " and ".join(name if label == name else f"{name} ({label})" for label, name in named.items())
 
 
-def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_checkpoints: bool, base: str | None,
-                 dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say,
-                 question_set: str | None = None, rag: bool = False, k: int | None = None,
-                 save_dataset: str | None = None, every_question: bool = False, base_url: str | None = None,
-                 api_key_env: str | None = None) -> int:
+def cmd_evaluate(config: Config, **options: Any) -> int:
     """One model against its base, several side by side (--model repeated, or a job's checkpoints), or any of
     these once per value of one sampling setting (--sweep). With `base_url` every model is asked at that
-    OpenAI-compatible endpoint (finetune.served) instead of through the fine-tuning backend."""
+    OpenAI-compatible endpoint (finetune.served) instead of through the fine-tuning backend; local jobs' adapters
+    are served by vLLM for the evaluation when it and a CUDA GPU are here."""
+    with ExitStack() as servers:
+        return _evaluate(config, servers=servers, **options)
+
+
+def _evaluate(config: Config, *, servers: ExitStack, models: list[str], job: str | None, all_checkpoints: bool,
+              base: str | None, dataset: str | None, flags: dict[str, str], sweep_spec: str | None, say: Say,
+              question_set: str | None = None, rag: bool = False, k: int | None = None,
+              save_dataset: str | None = None, every_question: bool = False, base_url: str | None = None,
+              api_key_env: str | None = None) -> int:
     if models and job:
         raise Refused("evaluate takes --model or --job, not both: --model MODEL scores that model (repeat it for "
                       "several), --job ID the job's final model (with --all-checkpoints also its checkpoints)")
@@ -434,6 +441,12 @@ def cmd_evaluate(config: Config, *, models: list[str], job: str | None, all_chec
         named = {"base": base, "tuned": model}
     elif base:
         named = {"base": base, **named}
+    if not base_url:
+        from finetune.served import vllm_for
+
+        if (served := vllm_for(backend, named, config.output_dir)) is not None:
+            say("starting vLLM to serve the local adapters (vllm and a CUDA GPU are here)")
+            backend = servers.enter_context(served)
     if dataset is None and record is not None and record.version_dir and Path(record.version_dir).is_dir():
         dataset = record.version_dir
     ds = resolve_dataset(config, dataset or "latest")

@@ -53,9 +53,12 @@ def test_without_a_key_variable_no_authorization_is_sent_and_a_missing_variable_
 
 
 def test_vllm_serves_a_local_adapter_under_its_local_name():
-    assert vllm_command("Qwen/Qwen2.5-0.5B-Instruct", Path("/jobs/j/adapter"), "local:j", port=8011) == [
-        "vllm", "serve", "Qwen/Qwen2.5-0.5B-Instruct", "--enable-lora", "--lora-modules", "local:j=/jobs/j/adapter",
-        "--max-lora-rank", "16", "--host", "127.0.0.1", "--port", "8011"]
+    base = "Qwen/Qwen2.5-0.5B-Instruct"
+    assert vllm_command(base, {"local:j": Path("/jobs/j/adapter"), "local:j:checkpoint-4": Path("/jobs/j/c4")},
+                        served_as=base, port=8011) == [
+        "vllm", "serve", base, "--served-model-name", base, "--enable-lora", "--lora-modules",
+        "local:j=/jobs/j/adapter", "local:j:checkpoint-4=/jobs/j/c4", "--max-lora-rank", "16", "--host", "127.0.0.1",
+        "--port", "8011"]
 
 
 def test_evaluate_base_url_asks_both_models_at_that_endpoint(project, capsys, monkeypatch):  # noqa: F811
