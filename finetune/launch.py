@@ -49,6 +49,8 @@ class Checked:
     spec: model_registry.ModelSpec
     train: Report
     test: Report | None
+    train_path: Path  # the file trained on: train.jsonl, or for DPO the reviewer edits' preference.jsonl
+    test_path: Path | None  # the validation file, when there is one
     warnings: list[str] = field(default_factory=list)
 
 
@@ -87,11 +89,16 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     counter = TokenCounter(spec.encoding)
     epochs = config.finetune.n_epochs if config.finetune.n_epochs != "auto" else None
     fmt = ds.manifest.format if ds.manifest.format in FORMATS else None
-    train = validate_file(ds.train, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens, fmt=fmt)
     dpo = config.finetune.training_method == "dpo"
+    pairs = dpo and ds.preference.is_file()  # a chat build's reviewer edits, as DPO pairs
+    path = ds.preference if pairs else ds.train
+    train = validate_file(path, spec, counter, n_epochs=epochs, price_per_1m=config.price_per_1m_tokens,
+                          fmt="preference" if pairs else fmt)
     if dpo and train.format != "preference":
-        raise Refused(f"{ds.train} holds {train.format} examples; training_method dpo needs preference pairs "
-                      "(input, preferred_output, non_preferred_output): build them, or set training_method sft")
+        raise Refused(f"{ds.train} holds {train.format} examples and {ds.label} has no preference.jsonl; "
+                      "training_method dpo needs preference pairs (input, preferred_output, non_preferred_output): "
+                      "edit train answers in `python pipeline.py review serve` (each edit becomes a pair) and "
+                      "rebuild, or set training_method sft")
     if train.format == "preference" and not dpo:
         raise Refused(f"{ds.train} holds preference (DPO) pairs; `finetune` starts supervised jobs, which need "
                       "chat or prompt/completion examples")
@@ -103,28 +110,28 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
     problems = _summary(train, skip=("insufficient_examples",))  # the minimum is the provider's, not the file's
     if few or problems:
         raise Refused(
-            f"{ds.train} cannot be fine-tuned: "
+            f"{path} cannot be fine-tuned: "
             + (f"{train.examples} train examples, fewer than the {minimum} the API requires "
                f"({model_registry.FEW_EXAMPLES_REMEDY}); " if few else "")
             + (f"{problems}; " if problems else "")
-            + f"nothing was uploaded. Details: `python pipeline.py validate {ds.train} --model {spec.name}`; "
+            + f"nothing was uploaded. Details: `python pipeline.py validate {path} --model {spec.name}`; "
             "fix the config and rebuild with `python pipeline.py build`"
         )
     test = None
-    if ds.test.is_file() and ds.test.stat().st_size > 0:
+    if not pairs and ds.test.is_file() and ds.test.stat().st_size > 0:
         test = validate_file(ds.test, spec, counter, fmt=train.format)
         problems = _summary(test, skip=("insufficient_examples",))
         if problems:
             raise Refused(f"{ds.test} (the validation file) cannot be used: {problems}; nothing was uploaded. "
                           f"Details: `python pipeline.py validate {ds.test} --model {spec.name}`")
     if config.finetune.provider in TARGETS:
-        for path in (ds.train, ds.test) if test else (ds.train,):
-            problems = check_file(config.finetune.provider, path, dpo=dpo)
+        for sent in (path, ds.test) if test else (path,):
+            problems = check_file(config.finetune.provider, sent, dpo=dpo)
             if problems:
-                raise Refused(f"{path} is not what {TARGETS[config.finetune.provider].name} accepts: "
+                raise Refused(f"{sent} is not what {TARGETS[config.finetune.provider].name} accepts: "
                               f"{'; '.join(problems)}; nothing was uploaded")
     check_approval(config, ds.dir, ds.label)
-    return Checked(spec, train, test, warnings)
+    return Checked(spec, train, test, path, ds.test if test else None, warnings)
 
 
 @dataclass(frozen=True)
@@ -229,16 +236,18 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
     target = config.finetune.base_model if local else checked.spec.name
     if not local and model_registry.base_of(config.model):
         target = f"{config.model} (base {checked.spec.name})"
-    say(f"checked {ds.label} for {target}: train "
+    trained = "train" if checked.train_path == ds.train else "preference pairs (reviewer edits)"
+    say(f"checked {ds.label} for {target}: {trained} "
         f"{train.examples} examples, "
-        + (f"test {checked.test.examples} (sent as the validation file)" if checked.test else "no test split")
+        + (f"test {checked.test.examples} (sent as the validation file)" if checked.test else "no validation file")
         + f"; {sum(train.tokens):,} tokens, at most {max(train.tokens):,} per example (limit {train.limit:,}); "
         + ("trained on this machine, no API cost" if local else
            f"estimated training cost ${train.estimated_cost_usd:.2f} at {train.n_epochs} epochs"))
     for warning in checked.warnings:
         say(f"  warning: {warning}")
     backend = backend or create_backend(config.finetune, output_dir=config.output_dir)
-    digests = {"train": sha256_file(ds.train), "test": sha256_file(ds.test) if checked.test else None}
+    train_path, test_path = checked.train_path, checked.test_path
+    digests = {"train": sha256_file(train_path), "test": sha256_file(test_path) if test_path else None}
     request = job_request(config, ds, checked.spec)
     identity = {"scope": backend.scope, "files": digests, **request}
     identity.pop("metadata")  # the same content in a newer version is still the same job
@@ -258,11 +267,11 @@ def launch(config: Config, *, dataset: str = "latest", force: bool = False, back
                 state.update_job(job)
                 if job.status not in ("failed", "cancelled"):
                     return Launched(ds, checked, job, [], earlier.lineage, existing=earlier)
-        uploads = [ensure_uploaded(backend, state, ds.train, digests["train"],
-                                   f"{ds.name}-{ds.version}-train.jsonl", say)]
-        if checked.test:
-            uploads.append(ensure_uploaded(backend, state, ds.test, digests["test"],
-                                           f"{ds.name}-{ds.version}-test.jsonl", say))
+        uploads = [ensure_uploaded(backend, state, train_path, digests["train"],
+                                   f"{ds.name}-{ds.version}-{train_path.name}", say)]
+        if test_path:
+            uploads.append(ensure_uploaded(backend, state, test_path, digests["test"],
+                                           f"{ds.name}-{ds.version}-{test_path.name}", say))
         job = backend.create_job(JobRequest(
             model=request["model"], training_file=uploads[0].file.id,
             validation_file=uploads[1].file.id if len(uploads) > 1 else None,

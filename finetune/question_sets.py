@@ -18,10 +18,9 @@ from typing import Any
 from finetune.backend import Refused
 from finetune.evaluate import Question, _text, load_questions
 from finetune.retrieval import section_id
-from transforms.version import DatasetVersion
+from transforms.version import RECALL_FILE, DatasetVersion
 
 SETS = ("heldout", "recall", "refusal")
-RECALL_FILE = "eval_recall.jsonl"
 DECLINED = "The documentation does not cover this question."
 OUT_OF_DOMAIN = (
     "내일 서울 날씨는 어때?",

@@ -133,6 +133,44 @@ def test_dpo_needs_preference_pairs_and_says_so_before_upload(project, together,
     assert together.requests == []
 
 
+EDITS = ["검토자가 고친 답변: 배치 작업은 관리 화면에서 등록하고 매일 밤 실행됩니다.",  # distinct, or dedup drops one
+         "Reviewer's answer: the HTTP channel answers each request synchronously within thirty seconds."]
+
+
+def test_reviewer_edits_become_preference_pairs_that_a_dpo_job_trains_on(project, together, capsys):
+    import json
+
+    from transforms.decisions import store_decisions
+
+    version = project.parent / "out" / "datasets" / "guide" / "v0001"
+    meta = [json.loads(line) for line in (version / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    train = [m for m in meta if m["split"] == "train"][:2]
+    originals = [json.loads(line)["messages"][-1]["content"]
+                 for line in (version / "train.jsonl").read_text(encoding="utf-8").splitlines()[:2]]
+    store_decisions(state_path(project.parent / "out"), "guide",
+                    [(m["example_id"], "edit", edit, m["url"]) for m, edit in zip(train, EDITS)],
+                    source="test")
+    build(load_config(project))
+    v2 = project.parent / "out" / "datasets" / "guide" / "v0002"
+    pairs = [json.loads(line) for line in (v2 / "preference.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [p["preferred_output"][0]["content"] for p in pairs] == EDITS
+    assert [p["non_preferred_output"][0]["content"] for p in pairs] == originals
+    assert all(p["input"]["messages"][-1]["role"] == "user" for p in pairs)
+    manifest = json.loads((v2 / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["counts"]["preference"] == 2 and "preference.jsonl" in manifest["files"]
+    assert run(project, "validate", str(v2 / "preference.jsonl")) == 1  # 2 pairs: OpenAI's minimum is 10
+    assert "insufficient_examples" in capsys.readouterr().out
+
+    project.write_text(config_text(together, "  training_method: dpo\n"), encoding="utf-8")
+    assert run(project, "finetune", "--wait") == 0
+    assert "preference pairs (reviewer edits) 2 examples, no validation file" in capsys.readouterr().out
+    (upload,) = together.find("POST", "/v1/files/upload")
+    assert upload.body["file_name"] == "guide-v0002-preference.jsonl"
+    (create,) = together.find("POST", "/v1/fine-tunes")
+    assert create.body["training_method"]["method"] == "dpo" and "validation_file" not in create.body
+    assert {j.status for j in together.jobs.values()} == {"completed"}
+
+
 def test_chat_asks_a_model_through_together_s_chat_completions(project, together):
     from configs import SamplingConfig
     from finetune.providers import create_backend

@@ -36,8 +36,8 @@ from transforms.split import AssignSplit, FractionSubset, StratifiedSplit
 from transforms.stage import Stage, run_stages
 from transforms.tokens import TokenCounter, count_messages
 from transforms.validate import CheckFormat
-from transforms.version import Manifest, resolve
-from transforms.write import RECALL_FILE, DatasetWriter
+from transforms.version import RECALL_FILE, Manifest, resolve
+from transforms.write import DatasetWriter
 from base.errors import Crawl2TuneError
 
 
@@ -219,6 +219,7 @@ def _manifest(config: Config, spec: model_registry.ModelSpec, out: DatasetWriter
             "test": n_test,
             "dropped": dict(sorted(dropped.items())),
             "review": {k: st.review.summary()[k] for k in ("excluded", "edited")},
+            "preference": out.preferences,
         },
         "stages": {log.name: log.as_dict() for log in logs},
         "tokens": {

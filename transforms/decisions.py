@@ -147,7 +147,7 @@ class ApplyDecisions(Stage):
             tokens, answer_tokens = self.recount(messages)
             self.counts["edited"] += 1
             yield example.model_copy(update={"messages": messages, "tokens": tokens, "answer_tokens": answer_tokens,
-                                             "review": "edited"})
+                                             "review": "edited", "original_answer": example.answer})
 
     def summary(self) -> dict[str, int]:
         return {**self.counts, "stored": len(self.decisions), "unmatched": len(self.decisions) - len(self.matched)}

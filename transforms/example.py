@@ -22,6 +22,7 @@ class Example(BaseModel):
     answer_tokens: int = 0  # exact tokens of the assistant content (all turns)
     language: str | None = None
     review: Literal["edited"] | None = None  # the answer is a reviewer's edit
+    original_answer: str | None = None  # an edited example's answer before the edit
     split: Literal["train", "test", "recall"] | None = None  # recall: held out of train into eval_recall.jsonl
     generated: dict[str, Any] | None = None  # a generated pair's question_id, variant, style, evidence, model, judge
 
@@ -44,5 +45,18 @@ class Example(BaseModel):
         return record(self.messages, fmt)
 
     def metadata(self) -> dict[str, Any]:
-        """The sidecar line: everything but the messages (and `generated` only for a generated pair)."""
-        return self.model_dump(exclude={"messages"} | ({"generated"} if self.generated is None else set()))
+        """The sidecar line: everything but the messages (`generated` only for a generated pair,
+        `original_answer` only for an edited one)."""
+        unset = {name for name in ("generated", "original_answer") if getattr(self, name) is None}
+        return self.model_dump(exclude={"messages"} | unset)
+
+    def preference(self) -> dict[str, Any] | None:
+        """A reviewer's edit as a DPO pair (OpenAI's and Together's preference line): the conversation up to the
+        answer, the edited answer preferred to the original; None for an example nobody edited."""
+        if self.review != "edited" or not self.original_answer or self.original_answer == self.answer:
+            return None
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        given = [{k: v for k, v in m.items() if k != "weight"} for m in self.messages[:last]]
+        return {"input": {"messages": given},
+                "preferred_output": [{"role": "assistant", "content": self.answer}],
+                "non_preferred_output": [{"role": "assistant", "content": self.original_answer}]}

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from transforms.formats import Format
 
 SPLITS = ("train", "test")
+RECALL_FILE = "eval_recall.jsonl"  # generated builds only: the held-out paraphrases, never trained on
+PREFERENCE_FILE = "preference.jsonl"  # chat builds with reviewer edits: the edits of train examples as DPO pairs
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -90,6 +92,10 @@ class DatasetVersion(BaseModel):
     @property
     def test(self) -> Path:
         return self.dir / "test.jsonl"
+
+    @property
+    def preference(self) -> Path:
+        return self.dir / PREFERENCE_FILE
 
     @property
     def manifest_path(self) -> Path:

@@ -2,7 +2,7 @@
 
 Layout: `<datasets>/<name>/v0001/` with train.jsonl, test.jsonl (only keys the API accepts, in the model's
 format), metadata.jsonl (the per-example sidecar), documents.jsonl, dropped.jsonl, review.csv, report.html and
-manifest.json; `latest` is a symlink to the newest full version (a fraction build, a subset for scaling
+manifest.json, and when they have lines eval_recall.jsonl and preference.jsonl; `latest` is a symlink to the newest full version (a fraction build, a subset for scaling
 experiments, gets a version number but leaves `latest` alone). An interrupted build leaves only a
 `.building-*` folder behind, never a half version.
 """
@@ -23,10 +23,11 @@ from crawlers.document import Document
 from transforms.example import Example
 from transforms.formats import Format
 from transforms.stage import Dropped
-from transforms.version import SPLITS, DatasetVersion, Manifest, read_manifest, versions, write_manifest
+from transforms.version import (PREFERENCE_FILE, RECALL_FILE, SPLITS, DatasetVersion, Manifest, read_manifest, versions,
+                                write_manifest)
 
 DATA_FILES = ("train.jsonl", "test.jsonl", "metadata.jsonl", "documents.jsonl", "dropped.jsonl")
-RECALL_FILE = "eval_recall.jsonl"  # generated builds only: the held-out paraphrases, never trained on
+OPTIONAL_FILES = (RECALL_FILE, PREFERENCE_FILE)
 
 
 def jsonl(obj: Any) -> bytes:
@@ -53,6 +54,7 @@ class DatasetWriter:
         self.files: dict[str, BinaryIO] = {name: open(self.tmp / name, "wb", buffering=1 << 20) for name in DATA_FILES}
         self.tokens: dict[str, array] = {split: array("l") for split in SPLITS}  # 8 bytes an example
         self.recalled = 0
+        self.preferences = 0
         self.documents = 0
         self.committed: Path | None = None
 
@@ -90,16 +92,24 @@ class DatasetWriter:
         self.files[f"{example.split}.jsonl"].write(line)
         self.files["metadata.jsonl"].write(jsonl({**example.metadata(), "line": len(tokens) + 1}))
         tokens.append(example.tokens)
+        pair = example.preference() if example.split == "train" and self.fmt == "chat" else None
+        if pair is not None:
+            self._optional(PREFERENCE_FILE).write(jsonl(pair))
+            self.preferences += 1
         return line
+
+    def _optional(self, name: str) -> BinaryIO:
+        """An optional data file, opened with its first line."""
+        if name not in self.files:
+            self.files[name] = open(self.tmp / name, "wb", buffering=1 << 20)
+        return self.files[name]
 
     def recall(self, example: Example) -> None:
         """Write a held-out paraphrase to eval_recall.jsonl (opened with the first one): the train lines' form with
         its `metadata` (what `evaluate --set recall` needs: the source section, the style) in the same line, since
         the file is asked, never trained on; metadata.jsonl stays the sidecar of train and test only."""
-        if RECALL_FILE not in self.files:
-            self.files[RECALL_FILE] = open(self.tmp / RECALL_FILE, "wb", buffering=1 << 20)
         self.recalled += 1
-        self.files[RECALL_FILE].write(jsonl({**example.record(self.fmt), "metadata": example.metadata()}))
+        self._optional(RECALL_FILE).write(jsonl({**example.record(self.fmt), "metadata": example.metadata()}))
 
     def dropped(self, drop: Dropped) -> None:
         record = drop.record
@@ -112,7 +122,7 @@ class DatasetWriter:
     def file_hashes(self) -> dict[str, str]:
         for f in self.files.values():
             f.flush()
-        return {name: sha256_file(self.tmp / name) for name in DATA_FILES + tuple(n for n in self.files if n == RECALL_FILE)}
+        return {name: sha256_file(self.tmp / name) for name in DATA_FILES + tuple(n for n in self.files if n in OPTIONAL_FILES)}
 
     @staticmethod
     def same_as(version: DatasetVersion | None, hashes: dict[str, str], config_hash: str) -> bool:
@@ -120,7 +130,7 @@ class DatasetWriter:
         if version is None or not version.manifest_path.exists():
             return False
         old = version.manifest
-        old_files = {name: digest for name, digest in old.files.items() if name in DATA_FILES or name == RECALL_FILE}
+        old_files = {name: digest for name, digest in old.files.items() if name in DATA_FILES + OPTIONAL_FILES}
         return old_files == hashes and old.config_hash == config_hash
 
     def find_same(self, hashes: dict[str, str], config_hash: str) -> DatasetVersion | None:
