@@ -130,6 +130,10 @@ def check_dataset(config: Config, ds: DatasetVersion) -> Checked:
             if problems:
                 raise Refused(f"{sent} is not what {TARGETS[config.finetune.provider].name} accepts: "
                               f"{'; '.join(problems)}; nothing was uploaded")
+    if local:
+        from finetune.local.backend import check_examples
+
+        warnings += check_examples(config, ds)
     check_approval(config, ds.dir, ds.label)
     return Checked(spec, train, test, path, ds.test if test else None, warnings)
 

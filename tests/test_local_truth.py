@@ -57,6 +57,20 @@ def test_a_template_that_renders_no_assistant_tokens_is_refused_with_the_templat
     assert not (project.root / "out" / "local_jobs").exists() or not any((project.root / "out" / "local_jobs").iterdir())
 
 
+def test_examples_longer_than_max_seq_length_in_the_models_own_tokenizer_are_counted_before_the_job(project):
+    from configs import load_config
+    from finetune.launch import check_dataset, resolve_dataset
+
+    config = load_config(project.config)
+    ds = resolve_dataset(config, "latest")
+    assert not [w for w in check_dataset(config, ds).warnings if "max_seq_length" in w]  # 256: every one fits
+    short = config.model_copy(update={"finetune": config.finetune.model_copy(update={"max_seq_length": 16})})
+    (warning,) = [w for w in check_dataset(short, ds).warnings if "max_seq_length" in w]
+    n = len(ds.train.read_text(encoding="utf-8").splitlines())
+    assert warning.startswith(f"{n} of {n} train examples are longer than finetune.max_seq_length 16 in ")
+    assert "own tokenizer" in warning and "the trainer cuts them" in warning
+
+
 def test_packing_padding_free_and_liger_reach_sft_config_and_gpu_only_ones_are_refused_on_the_cpu():
     from finetune.backend import FinetuneError
     from finetune.local.models import Device

@@ -64,8 +64,6 @@ def local_job_request(config: Any, ds: Any) -> dict[str, Any]:
                   lora_target_modules=lora.target_modules)
     model = str(base.resolve()) if base.is_dir() else ft.base_model
     tokenizer = load_tokenizer(model)
-    for example in read_examples(ds.train):  # refuses a template that would train nothing, before the job starts
-        encode(tokenizer, example)
     return {
         "model": model,
         "pins": pins(model, tokenizer),
@@ -75,6 +73,22 @@ def local_job_request(config: Any, ds: Any) -> dict[str, Any]:
         "metadata": {"dataset": ds.name, "dataset_version": ds.version},
         "wandb": None,
     }
+
+
+def check_examples(config: Any, ds: Any) -> list[str]:
+    """Every train example rendered with the base model's own tokenizer and chat template: a template that would
+    train nothing is refused before a job starts; the warning when some are longer than max_seq_length there
+    (the build counted tokens with a tiktoken encoding, which another tokenizer does not match)."""
+    ft = config.finetune
+    base = Path(ft.base_model).expanduser()
+    tokenizer = load_tokenizer(str(base.resolve()) if base.is_dir() else ft.base_model)
+    lengths = [len(encode(tokenizer, example).input_ids) for example in read_examples(ds.train)]
+    long = sum(n > ft.max_seq_length for n in lengths)
+    if not long:
+        return []
+    return [f"{long} of {len(lengths)} train examples are longer than finetune.max_seq_length {ft.max_seq_length} in "
+            f"{ft.base_model}'s own tokenizer (up to {max(lengths):,} tokens); the trainer cuts them: raise "
+            "max_seq_length, or lower dataset.max_tokens_per_example and rebuild"]
 
 
 def check_ready(config: Any) -> None:
