@@ -56,8 +56,6 @@ class SourceReport:
     finish_reason: str
     pages_by_status: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
-    attachments: dict[str, int] = field(default_factory=dict)
-    """Linked files read into documents, by kind (pdf, docx, hwpx); a 304 is not read again."""
     bytes_downloaded: int = 0
     changes: dict[str, list[str]] = field(default_factory=dict)  # new / changed / unchanged / removed
     requests: int = 0
@@ -70,6 +68,8 @@ class SourceReport:
     """A worker of a shared crawl: the pages it fetched and published to the other workers."""
     ingested: int | None = None
     """A worker of a shared crawl: the pages (every worker's) it stored into its state; `changes` are theirs."""
+    attachments: dict[str, int] = field(default_factory=dict)
+    """Linked files read into documents, by kind (pdf, docx, hwpx); a 304 is not read again."""
 
     @property
     def counts(self) -> dict[str, int]:
